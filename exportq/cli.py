@@ -1,0 +1,28 @@
+"""The `exportq` command. Each group of subcommands lives in its own module under
+`exportq/commands/`; this file only assembles them, so `exportq --help` stays fast and
+importing the CLI never imports torch."""
+
+from __future__ import annotations
+
+import click
+
+from exportq import __version__
+from exportq.commands import db, export
+
+
+@click.group()
+@click.version_option(__version__, prog_name="exportq")
+def cli() -> None:
+    """exportq: PyTorch -> validated TorchScript, PNNX and ncnn artifacts."""
+
+
+cli.add_command(export.export)
+cli.add_command(db.db)
+
+
+def main() -> None:
+    cli()
+
+
+if __name__ == "__main__":
+    main()
