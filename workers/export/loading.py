@@ -54,7 +54,7 @@ def import_factory(model: CallableModel) -> Callable[..., Any]:
     factory = getattr(module, attr, None)
     if not callable(factory):
         raise ModelImportFailed(f"{module_name!r} has no callable {attr!r}", stage=STAGE)
-    return factory  # type: ignore[no-any-return]
+    return factory
 
 
 def build_model(model: CallableModel, settings: Settings, weights: Path | None) -> torch.nn.Module:

@@ -77,7 +77,13 @@ class NcnnRun:
     `wait()` kills the child."""
 
     def __init__(
-        self, param: Path, weights: Path, ncnn_py: Path, sets: list[InputSet], timeout_s: float
+        self,
+        param: Path,
+        weights: Path,
+        ncnn_py: Path,
+        sets: list[InputSet],
+        timeout_s: float,
+        fp16: bool,
     ) -> None:
         self.folder = param.parent
         self.sets = [s.name for s in sets]
@@ -90,13 +96,14 @@ class NcnnRun:
                 stage=STAGE,
             )
         arrays = {f"{s.name}__{i}": a for s in sets for i, a in enumerate(s.arrays())}
-        np.savez(self._path("inputs.npz"), **arrays)
+        np.savez(self._path("inputs.npz"), **arrays)  # type: ignore[arg-type]
         job = {
             "param": str(param),
             "bin": str(weights),
             "inputs_npz": str(self._path("inputs.npz")),
             "outputs_npz": str(self._path("outputs.npz")),
             "sets": self.sets,
+            "fp16": fp16,
             "inputs": [b.__dict__ for b in inputs],
             "outputs": [b.__dict__ for b in self.outputs],
         }

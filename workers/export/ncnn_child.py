@@ -9,38 +9,54 @@ and one JSON line on stdout. It imports only numpy and ncnn: no torch, no export
 
 import json
 import sys
+from typing import Any, NoReturn
 
 import ncnn
 import numpy as np
 
 EXIT_LOAD, EXIT_INPUT, EXIT_EXTRACT = 3, 4, 5
+Blob = dict[str, Any]  # {"blob": "in0", "batch_index": 0 or None}
 
 
-def fail(code, message):
+def fail(code: int, message: str) -> NoReturn:
     print(json.dumps({"error": message}), flush=True)
     sys.exit(code)
 
 
-def batch_size(arrays, inputs):
+def batch_axis(arr: np.ndarray, spec: Blob) -> int | None:
+    """The axis to split a batch on, or None. PNNX writes batch_index=233 for "no batch axis"."""
+    bi = spec["batch_index"]
+    return bi if bi is not None and bi < arr.ndim else None
+
+
+def as_mat_array(arr: np.ndarray) -> np.ndarray:
+    # ncnn reads integer inputs (token ids) as int32 and everything else as float32; an int64
+    # array would be taken bit for bit and give garbage.
+    dtype = (
+        np.int32 if np.issubdtype(arr.dtype, np.integer) or arr.dtype == np.bool_ else np.float32
+    )
+    return np.ascontiguousarray(arr, dtype=dtype)
+
+
+def batch_size(arrays: list[np.ndarray], inputs: list[Blob]) -> int:
     sizes = {
-        arrays[i].shape[spec["batch_index"]]
-        for i, spec in enumerate(inputs)
-        if spec["batch_index"] is not None
+        arr.shape[axis]
+        for arr, spec in zip(arrays, inputs, strict=True)
+        if (axis := batch_axis(arr, spec)) is not None
     }
     if len(sizes) > 1:
         fail(EXIT_INPUT, f"inputs disagree on the batch size: {sorted(sizes)}")
     return sizes.pop() if sizes else 1
 
 
-def run_once(net, arrays, inputs, outputs, item):
+def run_once(
+    net: Any, arrays: list[np.ndarray], inputs: list[Blob], outputs: list[Blob], item: int
+) -> list[np.ndarray]:
     with net.create_extractor() as ex:
         for arr, spec in zip(arrays, inputs, strict=False):
-            bi = spec["batch_index"]
-            if bi is None:
-                mat = ncnn.Mat(np.ascontiguousarray(arr, dtype=np.float32)).clone()
-            else:
-                part = np.ascontiguousarray(np.take(arr, [item], axis=bi), dtype=np.float32)
-                mat = ncnn.Mat(part, batch_index=bi).clone()
+            bi, axis = spec["batch_index"], batch_axis(arr, spec)
+            part = as_mat_array(arr if axis is None else np.take(arr, [item], axis=axis))
+            mat = ncnn.Mat(part).clone() if bi is None else ncnn.Mat(part, batch_index=bi).clone()
             if ex.input(spec["blob"], mat) != 0:
                 fail(EXIT_INPUT, f"ncnn refused input {spec['blob']} of shape {list(arr.shape)}")
         results = []
@@ -53,10 +69,16 @@ def run_once(net, arrays, inputs, outputs, item):
         return results
 
 
-def main(job_path):
+def main(job_path: str) -> None:
     with open(job_path) as f:
         job = json.load(f)
     net = ncnn.Net()
+    if not job["fp16"]:
+        # ncnn computes in fp16 by default where the CPU can (AVX-512 FP16, ARMv8.2): an fp32
+        # export is checked with fp32 arithmetic, so its tolerance can stay tight.
+        net.opt.use_fp16_packed = False
+        net.opt.use_fp16_storage = False
+        net.opt.use_fp16_arithmetic = False
     if net.load_param(job["param"]) != 0:
         fail(EXIT_LOAD, "ncnn could not parse the .ncnn.param file")
     if net.load_model(job["bin"]) != 0:
@@ -72,11 +94,10 @@ def main(job_path):
             for j, spec in enumerate(outputs):
                 parts = [item[j] for item in per_item]
                 bo = spec["batch_index"]
-                merged = (
-                    parts[0] if len(parts) == 1 or bo is None else np.concatenate(parts, axis=bo)
-                )
+                one = len(parts) == 1 or bo is None or bo >= parts[0].ndim
+                merged = parts[0] if one else np.concatenate(parts, axis=bo)
                 results[f"{set_name}__{j}"] = merged
-    np.savez(job["outputs_npz"], **results)
+    np.savez(job["outputs_npz"], **results)  # type: ignore[arg-type]
     net.clear()
 
 

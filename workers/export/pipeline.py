@@ -13,12 +13,13 @@ import warnings
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
 
 from exportq.errors import ExportqError, InternalError, ModelFailed, OutOfMemory, UnsupportedOps
-from exportq.report import ArtifactInfo, ErrorInfo, ExportReport, StepReport
+from exportq.report import ArtifactInfo, ArtifactKind, ErrorInfo, ExportReport, StepReport
 from exportq.settings import Settings, get_settings
 from exportq.spec import JobSpec, TorchScriptModel
 from exportq.storage import ArtifactStore, digest_of_file, hex_of
@@ -65,7 +66,7 @@ class _Run:
         self.store = store
         self.on_stage = on_stage
         self.stage = "load"
-        self.method: str | None = None
+        self.method: Literal["trace", "script"] | None = None
         self.steps: list[StepReport] = []
         self.warnings: list[str] = []
         self.timings: dict[str, float] = {}
@@ -111,7 +112,7 @@ class _Run:
             status="failed" if error else "succeeded",
             error=info,
             stage=self.stage,
-            method=self.method,  # type: ignore[arg-type]
+            method=self.method,
             first_divergent_step=failing[0] if failing else None,
             steps=self.steps,
             warnings=self.warnings,
@@ -253,7 +254,12 @@ class _Run:
 
     def _start_ncnn(self, pnnx: PnnxOutputs, sets: list[InputSet]) -> NcnnRun:
         return NcnnRun(
-            pnnx.ncnn_param, pnnx.ncnn_bin, pnnx.ncnn_py, sets, self.settings.ncnn_timeout_s
+            pnnx.ncnn_param,
+            pnnx.ncnn_bin,
+            pnnx.ncnn_py,
+            sets,
+            self.settings.ncnn_timeout_s,
+            fp16=self.spec.convert.fp16,
         )
 
     def _check_ncnn(self, ncnn_run: NcnnRun, eager: Outputs, previous: tuple[str, Outputs]) -> None:
@@ -272,7 +278,7 @@ class _Run:
         self.warnings.append(f"tolerance breached (mode warn): {error.message}")
 
     def _collect_artifacts(self, pnnx: PnnxOutputs) -> None:
-        wanted: list[tuple[str, Path]] = [("torchscript", self.workdir / TORCHSCRIPT_FILE)]
+        wanted: list[tuple[ArtifactKind, Path]] = [("torchscript", self.workdir / TORCHSCRIPT_FILE)]
         targets = self.spec.convert.targets
         if "pnnx" in targets:
             wanted += [
@@ -294,7 +300,7 @@ class _Run:
                 continue
             self.artifacts.append(
                 ArtifactInfo(
-                    kind=kind,  # type: ignore[arg-type]
+                    kind=kind,
                     name=path.name,
                     size=path.stat().st_size,
                     sha256=digest_of_file(path),

@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -81,7 +82,7 @@ def pnnx_executable() -> str:
     return str(pnnx.EXEC_PATH)
 
 
-def shape_arg(shapes: list[list[int]], dtypes: list[str]) -> str:
+def shape_arg(shapes: Sequence[Sequence[int]], dtypes: Sequence[str]) -> str:
     return ",".join(
         "[" + ",".join(str(d) for d in shape) + "]" + PNNX_DTYPES[dtype]
         for shape, dtype in zip(shapes, dtypes, strict=True)
@@ -192,12 +193,15 @@ def _signal_name(number: int) -> str:
         return f"signal {number}"
 
 
+# PNNX's own notes on what it dropped or guessed.
+NOTEWORTHY = ("fallback batch axis", "fallback to", "batch_index", "is not supported")
+
+
 def pnnx_warnings(text: str) -> list[str]:
-    """PNNX's own notes on what it dropped or guessed: `ignore ...`, `fallback batch axis ...`."""
     found: dict[str, None] = {}
     for line in text.splitlines():
         line = line.strip()
-        if line.startswith("ignore") or "fallback batch axis" in line:
+        if line.startswith("ignore") or any(n in line for n in NOTEWORTHY):
             found.setdefault(f"pnnx: {line}", None)
     return list(found)
 

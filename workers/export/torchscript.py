@@ -16,6 +16,7 @@ from typing import Literal
 
 import numpy as np
 import torch
+from torch.jit._trace import TracingCheckError
 
 from exportq.errors import ExportqError, ScriptFailed, TraceDivergent, TraceFailed
 from exportq.spec import Tolerance
@@ -84,7 +85,7 @@ def trace(
                 check_trace=True,
                 check_inputs=[rechecks[0].tensors] if rechecks else None,
             )
-        except torch.jit.TracingCheckError as exc:
+        except TracingCheckError as exc:
             raise TraceDivergent(
                 "tracing the model twice on different inputs gave different graphs: the model's "
                 "control flow depends on its input values; use method 'script'",

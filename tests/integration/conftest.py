@@ -1,0 +1,140 @@
+"""Databases for integration tests, one isolated database per test.
+
+PostgreSQL: a template database is migrated once per session (`alembic upgrade head`), then
+every test gets `CREATE DATABASE ... TEMPLATE` of it and drops it afterwards. The admin
+connection is EXPORTQ_TEST_PG_URL; PostgreSQL being unreachable fails the tests (CI has it).
+SQLite: a migrated file is copied per test. `db_url` runs a test on both backends.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from db import migrate
+from db.session import make_engine, make_session_factory
+
+PG_ADMIN_URL = os.environ.get(
+    "EXPORTQ_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+BACKENDS = ["sqlite", "postgresql"]
+
+
+def pg_url_for(database: str) -> str:
+    return sa.make_url(PG_ADMIN_URL).set(database=database).render_as_string(hide_password=False)
+
+
+def _unique(prefix: str) -> str:
+    return f"{prefix}_{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture(scope="session")
+def pg_admin() -> Iterator[Engine]:
+    """An autocommit engine on the admin database, for CREATE/DROP DATABASE."""
+    engine = make_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT", poolclass=sa.NullPool)
+    try:
+        with engine.connect():
+            pass
+    except sa.exc.OperationalError as exc:
+        engine.dispose()
+        shown = sa.make_url(PG_ADMIN_URL).render_as_string(hide_password=True)
+        pytest.fail(
+            f"PostgreSQL is unreachable at {shown} (set EXPORTQ_TEST_PG_URL): {exc}",
+            pytrace=False,
+        )
+    yield engine
+    engine.dispose()
+
+
+def _create_database(admin: Engine, name: str, template: str = "template0") -> None:
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+
+
+def _drop_database(admin: Engine, name: str) -> None:
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def pg_template(pg_admin: Engine) -> Iterator[str]:
+    """The name of a database migrated to head, to copy per test."""
+    name = _unique("exportq_tpl")
+    _create_database(pg_admin, name)
+    try:
+        migrate.upgrade(pg_url_for(name))
+        yield name
+    finally:
+        _drop_database(pg_admin, name)
+
+
+@pytest.fixture
+def postgresql_blank_url(pg_admin: Engine) -> Iterator[str]:
+    """An empty PostgreSQL database of its own (not migrated)."""
+    name = _unique("exportq_blank")
+    _create_database(pg_admin, name)
+    yield pg_url_for(name)
+    _drop_database(pg_admin, name)
+
+
+@pytest.fixture
+def postgresql_url(pg_admin: Engine, pg_template: str) -> Iterator[str]:
+    """A migrated PostgreSQL database of its own."""
+    name = _unique("exportq_test")
+    _create_database(pg_admin, name, template=pg_template)
+    yield pg_url_for(name)
+    _drop_database(pg_admin, name)
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("sqlite_template") / "exportq.db"
+    migrate.upgrade(f"sqlite:///{path}")
+    return path
+
+
+@pytest.fixture
+def sqlite_blank_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'var' / 'blank.db'}"
+
+
+@pytest.fixture
+def sqlite_url(sqlite_template: Path, tmp_path: Path) -> str:
+    """A migrated SQLite file of its own."""
+    path = tmp_path / "exportq.db"
+    shutil.copyfile(sqlite_template, path)
+    return f"sqlite:///{path}"
+
+
+@pytest.fixture(params=BACKENDS)
+def db_url(request: pytest.FixtureRequest) -> str:
+    """A migrated database of this test's own, on each backend in turn."""
+    url: str = request.getfixturevalue(f"{request.param}_url")
+    return url
+
+
+@pytest.fixture(params=BACKENDS)
+def blank_db_url(request: pytest.FixtureRequest) -> str:
+    """An empty database of this test's own, on each backend in turn."""
+    url: str = request.getfixturevalue(f"{request.param}_blank_url")
+    return url
+
+
+@pytest.fixture
+def engine(db_url: str) -> Iterator[Engine]:
+    engine = make_engine(db_url)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def factory(engine: Engine) -> sessionmaker[Session]:
+    return make_session_factory(engine)
