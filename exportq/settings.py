@@ -26,6 +26,13 @@ class Settings(BaseSettings):
     # Module prefixes a `callable` target may be imported from, comma-separated in the env.
     allowed_modules: Annotated[tuple[str, ...], NoDecode] = DEFAULT_ALLOWED_MODULES
 
+    # Celery task results and custom states; the broker's Redis when unset.
+    result_backend_url: str | None = None
+    # The longest a job may run (a job's timeout_s is capped to it); Redis redelivers an unacked
+    # message only after the visibility timeout, which must stay above this.
+    max_job_timeout_s: int = Field(default=3600, gt=0)
+    fleet_ttl_s: int = Field(default=30, gt=0)
+
     url: str = "http://127.0.0.1:8000"
     token: str | None = None
     flower_basic_auth: str | None = None
@@ -42,6 +49,10 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return tuple(part.strip() for part in value.split(",") if part.strip())
         return value
+
+    @property
+    def visibility_timeout_s(self) -> int:
+        return self.max_job_timeout_s + 600
 
     def module_allowed(self, module: str) -> bool:
         """True when `module` is one of the allowed prefixes or below one of them."""
