@@ -12,7 +12,7 @@ from typing import Any
 
 from exportq.settings import Settings
 
-# Redis priorities: steps 0, 3, 6, 9 (lower runs first). Matches exportq.fleet.PRIORITY_STEPS.
+# Redis priorities: one list per step (lower runs first); exportq.fleet reads their lengths.
 PRIORITY_STEPS = [0, 3, 6, 9]
 
 

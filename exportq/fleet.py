@@ -9,11 +9,11 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from exportq.api_models import QueueView, WorkerView
+from exportq.celery_config import PRIORITY_STEPS
 
 KEY_PREFIX = "exportq:fleet:worker:"
 # Celery's Redis transport keeps one list per queue and priority step: "cpu", "cpu\x06\x163", ...
 PRIORITY_SEPARATOR = "\x06\x16"
-PRIORITY_STEPS = (0, 3, 6, 9)
 
 
 class RedisLike(Protocol):
