@@ -57,7 +57,7 @@ def bare_export(name: str, workdir: Path) -> float:
     return time.perf_counter() - start
 
 
-def full_export(name: str, workdir: Path) -> float:
+def full_export(name: str, workdir: Path, stages: list[dict[str, float]]) -> float:
     info = samples.SAMPLES[name]
     spec = JobSpec.model_validate(
         {
@@ -73,6 +73,7 @@ def full_export(name: str, workdir: Path) -> float:
     elapsed = time.perf_counter() - start
     if not report.succeeded:
         raise SystemExit(f"run_export failed: {report.error}")
+    stages.append(report.timings)
     return elapsed
 
 
@@ -82,11 +83,13 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
     torch.set_num_threads(torch.get_num_threads())
-    bare, full = [], []
+    bare: list[float] = []
+    full: list[float] = []
+    stages: list[dict[str, float]] = []
     for _ in range(args.repeat):  # interleaved, so drift in machine load hits both alike
         with tempfile.TemporaryDirectory() as a, tempfile.TemporaryDirectory() as b:
             bare.append(bare_export(args.model, Path(a)))
-            full.append(full_export(args.model, Path(b)))
+            full.append(full_export(args.model, Path(b), stages))
     result = {
         "model": args.model,
         "repeat": args.repeat,
@@ -96,9 +99,16 @@ def main() -> None:
     result["ratio"] = round(result["run_export_s"] / result["bare_s"], 3)
     result["target_ratio"] = TARGET_RATIO
     result["met"] = result["ratio"] <= TARGET_RATIO
+    result["run_export_stages_s"] = {
+        k: round(statistics.median(t[k] for t in stages), 3) for k in stages[0]
+    }
     print(f"bare path   {result['bare_s']:.2f} s   (trace + save + pnnx + one ncnn run)")
     print(f"run_export  {result['run_export_s']:.2f} s   (with the whole validation chain)")
     print(f"ratio       {result['ratio']:.2f}x   (target <= {TARGET_RATIO}x)")
+    print(
+        "run_export stages (median s): "
+        + ", ".join(f"{k} {v}" for k, v in result["run_export_stages_s"].items())
+    )
     print(json.dumps(result))
 
 

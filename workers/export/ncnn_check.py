@@ -15,6 +15,7 @@ import numpy as np
 
 from exportq.errors import NcnnCrashed, NcnnLoadFailed, UnsupportedOps
 from workers.export.inputs import InputSet
+from workers.export.pnnx_runner import quiet_threads_env
 
 STAGE = "check_ncnn"
 CHILD = Path(__file__).with_name("ncnn_child.py")
@@ -114,6 +115,7 @@ class NcnnRun:
             stderr=subprocess.PIPE,
             stdin=subprocess.DEVNULL,
             text=True,
+            env=quiet_threads_env(),
         )
 
     def _path(self, name: str) -> Path:

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.jit._fuser import optimized_execution
 
 from exportq.errors import ModelFailed
 
@@ -37,6 +38,16 @@ def _flatten(value: Any, prefix: str, flat: dict[str, np.ndarray], top: bool) ->
             f"the model returned a {type(value).__name__}; outputs must be tensors, or tuples, "
             "lists or dicts of tensors"
         )
+
+
+def forward_outputs(
+    module: torch.nn.Module, tensors: tuple[torch.Tensor, ...]
+) -> dict[str, np.ndarray]:
+    """Run a model for validation and flatten what it returns."""
+    # A TorchScript module runs only a few times here: the profiling executor's warm-up and
+    # fusion passes would cost more than the runs themselves.
+    with torch.no_grad(), optimized_execution(False):
+        return flatten_outputs(module(*tensors))
 
 
 def rename_positional(names: list[str], arrays: list[np.ndarray]) -> dict[str, np.ndarray]:

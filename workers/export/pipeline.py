@@ -27,10 +27,10 @@ from workers.export import inputs as input_sets
 from workers.export.inputs import InputSet
 from workers.export.loading import load_model, traceback_tail
 from workers.export.ncnn_check import NcnnRun, check_layers
-from workers.export.outputs import flatten_outputs, rename_positional
+from workers.export.outputs import forward_outputs, rename_positional
 from workers.export.pnnx_model import GeneratedCodeError, load_pnnx_model, run_pnnx_model
 from workers.export.pnnx_runner import PnnxOutputs, PnnxProcess
-from workers.export.torchscript import freeze, is_jit_deprecation, to_torchscript
+from workers.export.torchscript import Exported, freeze, is_jit_deprecation, to_torchscript
 from workers.export.validation import Outputs, compare_step, mismatch_error
 from workers.export.versions import tool_versions
 
@@ -141,10 +141,12 @@ class _Run:
         with self._stage("export"):
             eager = self._reference(model, sets, device)
             ts_path = self.workdir / TORCHSCRIPT_FILE
-            self._export(model, sets, device, eager).save(str(ts_path))
-        # PNNX converts in the background while the saved TorchScript is checked.
+            exported = self._export(model, sets, device)
+            exported.module.save(str(ts_path))
+        # PNNX converts in the background while the trace and the saved file are checked.
         with PnnxProcess(spec, ts_path, self.settings.pnnx_timeout_s) as conversion:
             with self._stage("check_torchscript"):
+                exported.finish_checks()
                 ts_out = self._check_torchscript(ts_path, sets, device, eager)
             with self._stage("convert"):
                 pnnx = conversion.wait()
@@ -190,15 +192,11 @@ class _Run:
         return {s.name: _eager(model, s.to(device)) for s in sets}
 
     def _export(
-        self,
-        model: torch.nn.Module,
-        sets: list[InputSet],
-        device: torch.device,
-        eager: Outputs,
-    ) -> torch.jit.ScriptModule:
+        self, model: torch.nn.Module, sets: list[InputSet], device: torch.device
+    ) -> Exported:
         if isinstance(self.spec.model, TorchScriptModel):
             self.warnings.append("the uploaded TorchScript module is the reference")
-            return freeze(model)  # type: ignore[arg-type]
+            return Exported(freeze(model), "script")  # type: ignore[arg-type]
         rechecks = [s.to(device) for s in input_sets.recheck_sets(self.spec)]
         recheck_ref = {s.name: _eager(model, s) for s in rechecks}
         exported = to_torchscript(
@@ -208,10 +206,11 @@ class _Run:
             rechecks,
             lambda s: recheck_ref[s.name],
             self.spec.tolerance("torchscript"),
+            defer_check=True,
         )
         self.method = exported.method
         self.warnings += exported.warnings
-        return exported.module
+        return exported
 
     def _check_torchscript(
         self, ts_path: Path, sets: list[InputSet], device: torch.device, eager: Outputs
@@ -329,8 +328,7 @@ def _device(name: str) -> torch.device:
 
 
 def _run(module: torch.nn.Module, inputs: InputSet) -> dict[str, np.ndarray]:
-    with torch.no_grad():
-        return flatten_outputs(module(*inputs.tensors))
+    return forward_outputs(module, inputs.tensors)
 
 
 def _eager(model: torch.nn.Module, inputs: InputSet) -> dict[str, np.ndarray]:

@@ -76,6 +76,12 @@ class PnnxOutputs:
         return self.folder / "pnnx.log"
 
 
+def quiet_threads_env() -> dict[str, str]:
+    """The environment for a tool running beside the pipeline: OpenMP threads that spin-wait
+    between parallel regions would starve the checks running meanwhile on other cores."""
+    return {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
+
+
 def pnnx_executable() -> str:
     import pnnx  # the PyPI package ships the binary; we only need its path
 
@@ -127,6 +133,7 @@ class PnnxProcess:
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
+            env=quiet_threads_env(),
         )
 
     def __enter__(self) -> PnnxProcess:

@@ -23,7 +23,7 @@ from exportq.spec import Tolerance
 from workers.export.compare import compare_outputs
 from workers.export.inputs import InputSet
 from workers.export.loading import traceback_tail
-from workers.export.outputs import flatten_outputs
+from workers.export.outputs import forward_outputs
 
 STAGE = "export"
 # Substrings of TracerWarnings that mean "a tensor's value steered Python code".
@@ -42,6 +42,14 @@ class Exported:
     module: torch.jit.ScriptModule
     method: Literal["trace", "script"]
     warnings: list[str] = field(default_factory=list)
+    # The numeric re-check of a trace, when deferred so PNNX can convert meanwhile; it raises
+    # TraceDivergent.
+    pending_check: Callable[[], None] | None = None
+
+    def finish_checks(self) -> None:
+        if self.pending_check is not None:
+            check, self.pending_check = self.pending_check, None
+            check()
 
 
 def to_torchscript(
@@ -51,11 +59,18 @@ def to_torchscript(
     rechecks: Sequence[InputSet],
     reference: Reference,
     tolerance: Tolerance,
+    *,
+    defer_check: bool = False,
 ) -> Exported:
+    """`defer_check` leaves a plain trace's numeric re-check in `pending_check` (`auto` needs
+    its verdict at once, to decide whether to script)."""
     if method == "script":
         return script(model)
     try:
-        return trace(model, example, rechecks, reference, tolerance)
+        exported = trace(model, example, rechecks, reference, tolerance)
+        if method == "auto" or not defer_check:
+            exported.finish_checks()
+        return exported
     except TraceDivergent as divergent:
         if method == "trace":
             raise
@@ -121,8 +136,12 @@ def trace(
             stage=STAGE,
             log_tail="\n".join(notes)[-4000:],
         )
-    _recheck(traced, rechecks, reference, tolerance)
-    return Exported(traced, "trace", [f"trace: {_head_text(n)}" for n in notes])
+    return Exported(
+        traced,
+        "trace",
+        [f"trace: {_head_text(n)}" for n in notes],
+        pending_check=lambda: _recheck(traced, rechecks, reference, tolerance),
+    )
 
 
 def _recheck(
@@ -132,8 +151,7 @@ def _recheck(
     tolerance: Tolerance,
 ) -> None:
     for inputs in rechecks:
-        with torch.no_grad():
-            got = flatten_outputs(traced(*inputs.tensors))
+        got = forward_outputs(traced, inputs.tensors)
         rows = compare_outputs(
             reference(inputs), got, tolerance, input_set=inputs.name, against="eager"
         )
