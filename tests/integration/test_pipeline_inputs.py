@@ -209,3 +209,39 @@ def test_pnnx_crash_is_reported_with_its_signal(tmp_path: Path) -> None:
         run_pnnx(zoo_spec(CNN), tmp_path / "model.pt", 60)
     assert "SIGSEGV" in info.value.message
     assert info.value.log_tail
+
+
+def test_pnnx_dies_with_the_process_that_started_it(tmp_path: Path) -> None:
+    # A worker child killed mid-export (cancel, time limit, SIGKILL) must not leave PNNX running.
+    import signal
+    import subprocess
+    import textwrap
+    import time
+
+    script = textwrap.dedent(
+        f"""
+        import subprocess, time
+        from pathlib import Path
+        from workers.export.children import child_options
+        # a stand-in for PNNX, started the way the pipeline starts PNNX
+        proc = subprocess.Popen(["sleep", "60"], start_new_session=True, **child_options())
+        Path({str(tmp_path / "pid")!r}).write_text(str(proc.pid))
+        time.sleep(60)
+        """
+    )
+    parent = subprocess.Popen([sys.executable, "-c", script], cwd=Path(__file__).parents[2])
+    pid_file = tmp_path / "pid"
+    deadline = time.monotonic() + 30
+    while not pid_file.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    child = int(pid_file.read_text())
+    parent.send_signal(signal.SIGKILL)
+    parent.wait()
+    for _ in range(100):
+        try:
+            os.kill(child, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
+    os.kill(child, signal.SIGKILL)
+    raise AssertionError("the helper process outlived its parent")

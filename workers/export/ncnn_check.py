@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from exportq.errors import NcnnCrashed, NcnnLoadFailed, UnsupportedOps
+from workers.export.children import child_options
 from workers.export.inputs import InputSet
-from workers.export.pnnx_runner import quiet_threads_env
 
 STAGE = "check_ncnn"
 CHILD = Path(__file__).with_name("ncnn_child.py")
@@ -115,7 +115,7 @@ class NcnnRun:
             stderr=subprocess.PIPE,
             stdin=subprocess.DEVNULL,
             text=True,
-            env=quiet_threads_env(),
+            **child_options(),
         )
 
     def _path(self, name: str) -> Path:

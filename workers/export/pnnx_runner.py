@@ -18,6 +18,7 @@ from pathlib import Path
 
 from exportq.errors import PnnxCrashed, PnnxFailed, PnnxTimeout
 from exportq.spec import JobSpec
+from workers.export.children import child_options
 
 STAGE = "convert"
 TAIL_LINES = 40
@@ -76,12 +77,6 @@ class PnnxOutputs:
         return self.folder / "pnnx.log"
 
 
-def quiet_threads_env() -> dict[str, str]:
-    """The environment for a tool running beside the pipeline: OpenMP threads that spin-wait
-    between parallel regions would starve the checks running meanwhile on other cores."""
-    return {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
-
-
 def pnnx_executable() -> str:
     import pnnx  # the PyPI package ships the binary; we only need its path
 
@@ -133,7 +128,7 @@ class PnnxProcess:
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
-            env=quiet_threads_env(),
+            **child_options(),
         )
 
     def __enter__(self) -> PnnxProcess:
