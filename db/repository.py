@@ -225,6 +225,26 @@ def fail_job(
     return _update_where(session, job_id, unfinished, **values)
 
 
+def cancel_job(
+    session: Session,
+    job_id: str,
+    token: int,
+    message: str = "cancelled while running",
+    stage: str | None = None,
+) -> bool:
+    """End the running job of this claim as cancelled: its worker stopped because it was asked
+    to. False, and nothing written, when `token` is stale or the job is no longer running."""
+    values: dict[str, Any] = {
+        "status": JobStatus.CANCELLED,
+        "error_code": ErrorCode.CANCELLED.value,
+        "error_message": _clip_message(message),
+        "finished_at": utcnow(),
+    }
+    if stage is not None:
+        values["stage"] = stage
+    return _fenced_update(session, job_id, token, **values)
+
+
 def requeue_job(session: Session, job_id: str) -> bool:
     """Put a running job back in the queue (its worker was lost): the next claim gets a new
     token, so the lost worker's late writes are fenced. False when the job is not running."""

@@ -96,3 +96,10 @@ class ProblemView(BaseModel):
         details: dict[str, Any] | list[Any] | None = None
 
     error: Problem
+
+
+class HealthView(BaseModel):
+    status: Literal["ok"] = "ok"
+    checks: dict[str, str] = Field(
+        default_factory=dict, description="each dependency checked, and what it answered"
+    )

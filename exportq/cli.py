@@ -7,7 +7,7 @@ from __future__ import annotations
 import click
 
 from exportq import __version__
-from exportq.commands import db, export
+from exportq.commands import api, db, export, remote, worker
 
 
 @click.group()
@@ -18,6 +18,11 @@ def cli() -> None:
 
 cli.add_command(export.export)
 cli.add_command(db.db)
+cli.add_command(worker.worker)
+cli.add_command(worker.flower)
+cli.add_command(api.api)
+for command in remote.COMMANDS:
+    cli.add_command(command)
 
 
 def main() -> None:

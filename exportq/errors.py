@@ -43,7 +43,11 @@ class ErrorCode(StrEnum):
     # the service
     NOT_FOUND = "not_found"
     PAYLOAD_TOO_LARGE = "payload_too_large"
+    SERVICE_UNAVAILABLE = "service_unavailable"
     INTERNAL_ERROR = "internal_error"
+    # the client's side of the wire
+    API_UNREACHABLE = "api_unreachable"
+    CHECKSUM_MISMATCH = "checksum_mismatch"
 
 
 class ExportqError(Exception):
@@ -238,6 +242,27 @@ class PayloadTooLarge(ExportqError):
 
     code = ErrorCode.PAYLOAD_TOO_LARGE
     http_status = 413
+
+
+class ServiceUnavailable(ExportqError):
+    """A service exportq depends on (the broker, the database) is unreachable; retry later."""
+
+    code = ErrorCode.SERVICE_UNAVAILABLE
+    http_status = 503
+
+
+class ApiUnreachable(ExportqError):
+    """The exportq API could not be reached; check EXPORTQ_URL and that the API is running."""
+
+    code = ErrorCode.API_UNREACHABLE
+    http_status = 502
+
+
+class ChecksumMismatch(ExportqError):
+    """A downloaded file does not match its sha256; nothing was kept, download it again."""
+
+    code = ErrorCode.CHECKSUM_MISMATCH
+    http_status = 502
 
 
 def error_class(code: str) -> type[ExportqError]:

@@ -2,96 +2,18 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
 
 import click
-from pydantic import ValidationError
 
-from exportq.errors import ExportqError, SpecInvalid
+from exportq.commands.spec_options import spec_options
+from exportq.errors import ExportqError
 from exportq.report import ExportReport
-from exportq.shapes import parse_shape
-from exportq.spec import JobSpec
+from exportq.specbuild import build_spec
 from exportq.storage import LocalArtifactStore
-
-
-def parse_inputs(values: tuple[str, ...]) -> list[dict[str, Any]]:
-    """`[NAME=]SHAPE[:DTYPE]` options -> InputSpec dicts (names default to in0, in1, ...)."""
-    inputs = []
-    for i, value in enumerate(values):
-        name, sep, rest = value.partition("=")
-        if not sep:
-            name, rest = f"in{i}", value
-        dims, dtype = parse_shape(rest)
-        inputs.append({"name": name, "shape": dims, **({"dtype": dtype} if dtype else {})})
-    return inputs
-
-
-def parse_kwargs(values: tuple[str, ...]) -> dict[str, Any]:
-    kwargs: dict[str, Any] = {}
-    for value in values:
-        key, sep, raw = value.partition("=")
-        if not sep or not key:
-            raise SpecInvalid(f"--kwarg {value!r}: write KEY=VALUE (VALUE as JSON, or a string)")
-        try:
-            kwargs[key] = json.loads(raw)
-        except ValueError:
-            kwargs[key] = raw
-    return kwargs
-
-
-def build_spec(
-    target: str | None,
-    *,
-    inputs: tuple[str, ...],
-    inputs2: tuple[str, ...],
-    kwargs: tuple[str, ...],
-    method: str,
-    device: str,
-    fp16: bool,
-    targets: tuple[str, ...],
-    mode: str,
-    trials: int,
-    blobs: dict[str, str | None],
-) -> JobSpec:
-    """The JobSpec the CLI options describe; `blobs` holds already stored digests."""
-    if bool(target) == bool(blobs.get("torchscript")):
-        raise SpecInvalid("give either a TARGET (pkg.module:factory) or --torchscript FILE")
-    if blobs.get("torchscript"):
-        model: dict[str, Any] = {"kind": "torchscript", "blob": blobs["torchscript"]}
-    else:
-        model = {"kind": "callable", "target": target, "kwargs": parse_kwargs(kwargs)}
-        if blobs.get("weights"):
-            model["weights"] = blobs["weights"]
-    declared = parse_inputs(inputs)
-    raw: dict[str, Any] = {
-        "model": model,
-        "method": method,
-        "inputs": declared,
-        "device": device,
-        "convert": {"fp16": fp16, **({"targets": list(targets)} if targets else {})},
-        "validate": {"mode": mode, "trials": trials},
-    }
-    if inputs2:
-        raw["dynamic"] = [d["shape"] for d in parse_inputs(inputs2)]
-    if blobs.get("samples"):
-        raw["samples"] = blobs["samples"]
-    try:
-        return JobSpec.model_validate(raw)
-    except ValidationError as exc:
-        raise SpecInvalid(_validation_text(exc)) from exc
-
-
-def _validation_text(exc: ValidationError) -> str:
-    parts = []
-    for err in exc.errors():
-        where = ".".join(str(p) for p in err["loc"]) or "spec"
-        parts.append(f"{where}: {err['msg']}")
-    return "; ".join(parts)
 
 
 def publish(report: ExportReport, out: Path) -> None:
@@ -111,63 +33,7 @@ def publish(report: ExportReport, out: Path) -> None:
 
 @click.command("export")
 @click.argument("target", required=False)
-@click.option(
-    "--input",
-    "inputs",
-    multiple=True,
-    required=True,
-    metavar="[NAME=]SHAPE[:DTYPE]",
-    help="an input, e.g. 1x3x224x224 or ids=1x32:int64; repeat for several",
-)
-@click.option(
-    "--input2",
-    "inputs2",
-    multiple=True,
-    metavar="SHAPE",
-    help="a second shape per input, for dynamic dimensions (PNNX inputshape2)",
-)
-@click.option(
-    "--kwarg",
-    "kwargs",
-    multiple=True,
-    metavar="KEY=VALUE",
-    help="a keyword argument for the factory (VALUE read as JSON)",
-)
-@click.option(
-    "--method", type=click.Choice(["trace", "script", "auto"]), default="trace", show_default=True
-)
-@click.option(
-    "--weights",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="safetensors or a torch.save state_dict",
-)
-@click.option(
-    "--torchscript",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="convert an existing TorchScript file instead of a TARGET",
-)
-@click.option(
-    "--samples",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="an .npz of real inputs to validate on",
-)
-@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
-@click.option("--no-fp16", is_flag=True, help="keep ncnn weights in fp32")
-@click.option(
-    "--target",
-    "targets",
-    multiple=True,
-    type=click.Choice(["pnnx", "ncnn", "onnx"]),
-    help="artifacts to produce (default: pnnx and ncnn)",
-)
-@click.option(
-    "--mode",
-    type=click.Choice(["strict", "warn"]),
-    default="strict",
-    show_default=True,
-    help="strict: a tolerance breach fails the export",
-)
-@click.option("--trials", type=click.IntRange(1, 20), default=3, show_default=True)
+@spec_options
 @click.option(
     "--out",
     type=click.Path(file_okay=False, path_type=Path),

@@ -13,6 +13,7 @@ import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 import sqlalchemy as sa
@@ -21,6 +22,10 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from db import migrate
 from db.session import make_engine, make_session_factory
+from exportq.settings import Settings
+
+if TYPE_CHECKING:
+    from fastapi.testclient import TestClient
 
 PG_ADMIN_URL = os.environ.get(
     "EXPORTQ_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -138,3 +143,67 @@ def engine(db_url: str) -> Iterator[Engine]:
 @pytest.fixture
 def factory(engine: Engine) -> sessionmaker[Session]:
     return make_session_factory(engine)
+
+
+# -- the API on real PostgreSQL and Redis ---------------------------------------------------
+
+REDIS_HOST_URL = os.environ.get("EXPORTQ_TEST_REDIS_URL", "redis://127.0.0.1:6379")
+REDIS_CLAIM_KEY = "exportq:test:claim"
+
+
+@pytest.fixture
+def redis_url() -> Iterator[str]:
+    """A Redis database of this test's own: the first empty one of 1..15 (never 0), claimed
+    with a key so that concurrent test runs do not share it, and flushed afterwards."""
+    import redis
+
+    token = uuid.uuid4().hex
+    for n in range(1, 16):
+        url = f"{REDIS_HOST_URL}/{n}"
+        client = redis.Redis.from_url(url)
+        try:
+            if client.dbsize() == 0 and client.set(REDIS_CLAIM_KEY, token, nx=True, ex=600):
+                break
+        except redis.ConnectionError as exc:
+            client.close()
+            pytest.fail(f"Redis is unreachable at {REDIS_HOST_URL}: {exc}", pytrace=False)
+        client.close()
+    else:
+        pytest.fail("no empty Redis database among 1..15 to run the test in", pytrace=False)
+    try:
+        yield url
+    finally:
+        if client.get(REDIS_CLAIM_KEY) == token.encode():
+            client.flushdb()
+        client.close()
+
+
+@pytest.fixture
+def closed_port_url() -> str:
+    """A Redis URL on a local port nothing listens on."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"redis://127.0.0.1:{port}/1"
+
+
+@pytest.fixture
+def api_settings(postgresql_url: str, redis_url: str, tmp_path: Path) -> Settings:
+    return Settings(
+        database_url=postgresql_url,
+        broker_url=redis_url,
+        artifacts_url=str(tmp_path / "artifacts"),
+    )
+
+
+@pytest.fixture
+def api(api_settings: Settings) -> Iterator[TestClient]:
+    """The real app, started (lifespan run) on this test's own databases."""
+    from fastapi.testclient import TestClient
+
+    from api.app import create_app
+
+    with TestClient(create_app(api_settings)) as client:
+        yield client
