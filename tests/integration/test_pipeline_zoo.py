@@ -64,7 +64,8 @@ def test_each_step_is_compared_with_eager_and_with_the_step_before(tmp_path: Pat
         "ncnn": {"eager", "pnnx"},
     }
     sets = {row.input_set for row in report.steps[0].comparisons}
-    assert sets == {"trial0", "trial1"}
+    # two trials (uniform, normal); a trace is also checked on negative inputs
+    assert sets == {"trial0", "trial1", "check_uniform_pm3"}
 
 
 def test_trace_divergent_says_to_script(tmp_path: Path) -> None:

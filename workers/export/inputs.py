@@ -2,7 +2,8 @@
 
 `trial<k>`: the declared shapes filled with seeded random data, a different distribution per
 trial (uniform [0, 1), standard normal, uniform [-3, 3)) so that sign- or range-dependent
-behaviour shows up; `dynamic`: the second shape set; `sample<k>`: the user's real inputs.
+behaviour shows up; `check_<distribution>`: the distributions fewer than three trials leave
+out, for a traced model; `dynamic`: the second shape set; `sample<k>`: the user's real inputs.
 """
 
 from __future__ import annotations
@@ -85,13 +86,13 @@ def trial_sets(spec: JobSpec) -> list[InputSet]:
     ]
 
 
-def recheck_sets(spec: JobSpec) -> list[InputSet]:
-    """Inputs for re-checking a trace: other seeds, every distribution."""
+def distribution_sets(spec: JobSpec) -> list[InputSet]:
+    """Sets for the distributions the trials leave out (fewer than three trials), so a trace
+    is always checked on uniform, normal and negative inputs."""
     shapes = [i.shape for i in spec.inputs]
     base = spec.validate_options.seed + 1000
-    return [
-        random_set(spec, f"recheck_{d}", shapes, base + k, d) for k, d in enumerate(DISTRIBUTIONS)
-    ]
+    missing = DISTRIBUTIONS[spec.validate_options.trials :]
+    return [random_set(spec, f"check_{d}", shapes, base + k, d) for k, d in enumerate(missing)]
 
 
 def dynamic_sets(spec: JobSpec) -> list[InputSet]:

@@ -73,47 +73,21 @@ def _int(value: str | None) -> int | None:
 
 
 class NcnnRun:
-    """The ncnn model running on every input set in a child process, started in the
-    background so the PNNX check can run meanwhile. A context manager: leaving it without
-    `wait()` kills the child."""
+    """The ncnn check's child process. It is started early (`NcnnRun(folder)`) so that Python,
+    numpy and ncnn are loaded while PNNX still converts; `submit` hands it the model and every
+    input set, and `wait` collects the outputs while the PNNX check runs here meanwhile. A
+    context manager: leaving it without `wait()` kills the child."""
 
-    def __init__(
-        self,
-        param: Path,
-        weights: Path,
-        ncnn_py: Path,
-        sets: list[InputSet],
-        timeout_s: float,
-        fp16: bool,
-    ) -> None:
-        self.folder = param.parent
-        self.sets = [s.name for s in sets]
+    def __init__(self, folder: Path, timeout_s: float) -> None:
+        self.folder = folder
         self.timeout_s = timeout_s
-        inputs, self.outputs = blob_layout(ncnn_py)
-        if len(inputs) != len(sets[0].tensors):
-            raise NcnnLoadFailed(
-                f"the ncnn model takes {len(inputs)} inputs but the job declares "
-                f"{len(sets[0].tensors)}",
-                stage=STAGE,
-            )
-        arrays = {f"{s.name}__{i}": a for s in sets for i, a in enumerate(s.arrays())}
-        np.savez(self._path("inputs.npz"), **arrays)  # type: ignore[arg-type]
-        job = {
-            "param": str(param),
-            "bin": str(weights),
-            "inputs_npz": str(self._path("inputs.npz")),
-            "outputs_npz": str(self._path("outputs.npz")),
-            "sets": self.sets,
-            "fp16": fp16,
-            "inputs": [b.__dict__ for b in inputs],
-            "outputs": [b.__dict__ for b in self.outputs],
-        }
-        self._path("job.json").write_text(json.dumps(job))
+        self.sets: list[str] = []
+        self.outputs: list[Blob] = []
         self._proc = subprocess.Popen(
-            [sys.executable, str(CHILD), str(self._path("job.json"))],
+            [sys.executable, str(CHILD)],
+            stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
-            stdin=subprocess.DEVNULL,
             text=True,
             **child_options(),
         )
@@ -127,9 +101,41 @@ class NcnnRun:
     def __exit__(self, *exc: object) -> None:
         if self._proc.poll() is None:
             self._proc.kill()
-            self._proc.communicate()
+        self._proc.communicate()
         for name in ("inputs.npz", "outputs.npz", "job.json"):
             self._path(name).unlink(missing_ok=True)
+
+    def submit(
+        self, param: Path, weights: Path, ncnn_py: Path, sets: list[InputSet], fp16: bool
+    ) -> None:
+        inputs, self.outputs = blob_layout(ncnn_py)
+        if len(inputs) != len(sets[0].tensors):
+            raise NcnnLoadFailed(
+                f"the ncnn model takes {len(inputs)} inputs but the job declares "
+                f"{len(sets[0].tensors)}",
+                stage=STAGE,
+            )
+        self.sets = [s.name for s in sets]
+        arrays = {f"{s.name}__{i}": a for s in sets for i, a in enumerate(s.arrays())}
+        np.savez(self._path("inputs.npz"), **arrays)  # type: ignore[arg-type]
+        job = {
+            "param": str(param),
+            "bin": str(weights),
+            "inputs_npz": str(self._path("inputs.npz")),
+            "outputs_npz": str(self._path("outputs.npz")),
+            "sets": self.sets,
+            "fp16": fp16,
+            "inputs": [b.__dict__ for b in inputs],
+            "outputs": [b.__dict__ for b in self.outputs],
+        }
+        self._path("job.json").write_text(json.dumps(job))
+        assert self._proc.stdin is not None
+        try:
+            # One line is the whole request; communicate() in wait() closes stdin.
+            self._proc.stdin.write(str(self._path("job.json")) + "\n")
+            self._proc.stdin.flush()
+        except BrokenPipeError:
+            pass  # the child died while starting: wait() reports how
 
     def wait(self) -> dict[str, list[np.ndarray]]:
         """{input set name: outputs in blob order}."""

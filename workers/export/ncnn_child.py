@@ -4,7 +4,10 @@ ncnn crashes the whole process when a blob is extracted after a failed `ex.input
 apart from the worker, checks every return code, and reports failures through its exit status
 and one JSON line on stdout. It imports only numpy and ncnn: no torch, no exportq.
 
-    python ncnn_child.py JOB.json
+    python ncnn_child.py    (then the path of JOB.json on one line of stdin)
+
+It is started before the model exists: loading Python, numpy and ncnn overlaps the
+conversion, and the job's path arrives on stdin when PNNX is done.
 """
 
 import json
@@ -102,4 +105,6 @@ def main(job_path: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    job_path = sys.stdin.readline().strip()
+    if job_path:  # an empty line: the export ended before ncnn was needed
+        main(job_path)

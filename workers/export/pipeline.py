@@ -18,7 +18,7 @@ from typing import Literal
 import numpy as np
 import torch
 
-from exportq.errors import ExportqError, InternalError, ModelFailed, OutOfMemory, UnsupportedOps
+from exportq.errors import ExportqError, InternalError, ModelFailed, OutOfMemory, TraceDivergent
 from exportq.report import ArtifactInfo, ArtifactKind, ErrorInfo, ExportReport, StepReport
 from exportq.settings import Settings, get_settings
 from exportq.spec import JobSpec, TorchScriptModel
@@ -30,7 +30,12 @@ from workers.export.ncnn_check import NcnnRun, check_layers
 from workers.export.outputs import forward_outputs, rename_positional
 from workers.export.pnnx_model import GeneratedCodeError, load_pnnx_model, run_pnnx_model
 from workers.export.pnnx_runner import PnnxOutputs, PnnxProcess
-from workers.export.torchscript import Exported, freeze, is_jit_deprecation, to_torchscript
+from workers.export.torchscript import (
+    divergence_message,
+    freeze,
+    is_jit_deprecation,
+    to_torchscript,
+)
 from workers.export.validation import Outputs, compare_step, mismatch_error
 from workers.export.versions import tool_versions
 
@@ -139,37 +144,40 @@ class _Run:
             model = load_model(spec.model, self.settings, self._blob_path, device)
             sets = self._input_sets()
         with self._stage("export"):
-            eager = self._reference(model, sets, device)
+            # The example's reference first: a model whose forward raises fails as
+            # model_failed, not as a failed trace. `auto` needs every reference to choose.
+            first = sets if spec.method == "auto" else sets[:1]
+            eager = self._reference(model, first, device)
+            exported = self._export(model, sets, device, eager)
             ts_path = self.workdir / TORCHSCRIPT_FILE
-            exported = self._export(model, sets, device)
-            exported.module.save(str(ts_path))
-        # PNNX converts in the background while the trace and the saved file are checked.
-        with PnnxProcess(spec, ts_path, self.settings.pnnx_timeout_s) as conversion:
-            with self._stage("check_torchscript"):
-                exported.finish_checks()
+            exported.save(str(ts_path))
+        with ExitStack() as helpers:
+            # PNNX converts in the background while the saved TorchScript is checked here, and
+            # the ncnn check's process starts up meanwhile.
+            conversion = helpers.enter_context(
+                PnnxProcess(spec, ts_path, self.settings.pnnx_timeout_s)
+            )
+            ncnn = None
+            if "ncnn" in spec.convert.targets:
+                ncnn = helpers.enter_context(NcnnRun(self.workdir, self.settings.ncnn_timeout_s))
+            with self._stage("check_torchscript"), _sharing_cores():
+                eager.update(
+                    self._reference(model, [s for s in sets if s.name not in eager], device)
+                )
                 ts_out = self._check_torchscript(ts_path, sets, device, eager)
             with self._stage("convert"):
                 pnnx = conversion.wait()
-        self.warnings += pnnx.warnings
-        with ExitStack() as stack:
-            # Likewise ncnn runs in its child process while the PNNX model is checked here.
-            ncnn_run, unsupported = None, None
-            if "ncnn" in spec.convert.targets:
-                try:
-                    check_layers(pnnx.ncnn_param)
-                    ncnn_run = stack.enter_context(self._start_ncnn(pnnx, sets))
-                except UnsupportedOps as exc:
-                    unsupported = exc  # reported after the PNNX check: the chain goes in order
+            self.warnings += pnnx.warnings
+            ncnn_refused = self._submit_ncnn(ncnn, pnnx, sets)
             previous: tuple[str, Outputs] = ("torchscript", ts_out)
             if "pnnx" in spec.convert.targets:
-                with self._stage("check_pnnx"):
+                with self._stage("check_pnnx"), _sharing_cores():
                     previous = self._check_pnnx(pnnx, sets, eager, previous)
-            if "ncnn" in spec.convert.targets:
+            if ncnn is not None:
                 with self._stage("check_ncnn"):
-                    if unsupported is not None:
-                        raise unsupported
-                    assert ncnn_run is not None
-                    self._check_ncnn(ncnn_run, eager, previous)
+                    if ncnn_refused is not None:
+                        raise ncnn_refused
+                    self._check_ncnn(ncnn, eager, previous)
         self._collect_artifacts(pnnx)
 
     # -- stages --------------------------------------------------------------------------------
@@ -181,7 +189,10 @@ class _Run:
 
     def _input_sets(self) -> list[InputSet]:
         spec = self.spec
-        sets = input_sets.trial_sets(spec) + input_sets.dynamic_sets(spec)
+        sets = input_sets.trial_sets(spec)
+        if spec.method != "script" and not isinstance(spec.model, TorchScriptModel):
+            sets += input_sets.distribution_sets(spec)
+        sets += input_sets.dynamic_sets(spec)
         if spec.samples:
             sets += input_sets.sample_sets(spec, self._blob_path(spec.samples))
         return sets
@@ -192,25 +203,21 @@ class _Run:
         return {s.name: _eager(model, s.to(device)) for s in sets}
 
     def _export(
-        self, model: torch.nn.Module, sets: list[InputSet], device: torch.device
-    ) -> Exported:
+        self, model: torch.nn.Module, sets: list[InputSet], device: torch.device, eager: Outputs
+    ) -> torch.jit.ScriptModule:
         if isinstance(self.spec.model, TorchScriptModel):
             self.warnings.append("the uploaded TorchScript module is the reference")
-            return Exported(freeze(model), "script")  # type: ignore[arg-type]
-        rechecks = [s.to(device) for s in input_sets.recheck_sets(self.spec)]
-        recheck_ref = {s.name: _eager(model, s) for s in rechecks}
+            return freeze(model)  # type: ignore[arg-type]
         exported = to_torchscript(
             model,
             self.spec.method,
-            sets[0].to(device),
-            rechecks,
-            lambda s: recheck_ref[s.name],
+            [s.to(device) for s in sets],
+            eager,
             self.spec.tolerance("torchscript"),
-            defer_check=True,
         )
         self.method = exported.method
         self.warnings += exported.warnings
-        return exported
+        return exported.module
 
     def _check_torchscript(
         self, ts_path: Path, sets: list[InputSet], device: torch.device, eager: Outputs
@@ -220,7 +227,13 @@ class _Run:
         outputs = {s.name: _run(reloaded, s.to(device)) for s in sets}
         if isinstance(self.spec.model, TorchScriptModel):
             return outputs
-        self._judge(compare_step(self.spec, "torchscript", outputs, eager, None))
+        step = compare_step(self.spec, "torchscript", outputs, eager, None)
+        if step.status == "failed" and self.method == "trace":
+            # A trace that disagrees with its own eager model on other inputs is divergent.
+            bad = next(r for r in step.comparisons if not r.passed)
+            self._judge(step, TraceDivergent(divergence_message(bad), stage="check_torchscript"))
+        else:
+            self._judge(step)
         return outputs
 
     def _check_pnnx(
@@ -251,27 +264,34 @@ class _Run:
         self._judge(compare_step(self.spec, "pnnx", outputs, eager, previous))
         return ("pnnx", outputs)
 
-    def _start_ncnn(self, pnnx: PnnxOutputs, sets: list[InputSet]) -> NcnnRun:
-        return NcnnRun(
-            pnnx.ncnn_param,
-            pnnx.ncnn_bin,
-            pnnx.ncnn_py,
-            sets,
-            self.settings.ncnn_timeout_s,
-            fp16=self.spec.convert.fp16,
-        )
+    def _submit_ncnn(
+        self, ncnn: NcnnRun | None, pnnx: PnnxOutputs, sets: list[InputSet]
+    ) -> ExportqError | None:
+        """Hand the converted model to the ncnn process. A refusal (layers ncnn cannot create)
+        is returned, to be reported at check_ncnn after the PNNX check: the chain goes in
+        order."""
+        if ncnn is None:
+            return None
+        try:
+            check_layers(pnnx.ncnn_param)
+            ncnn.submit(
+                pnnx.ncnn_param, pnnx.ncnn_bin, pnnx.ncnn_py, sets, fp16=self.spec.convert.fp16
+            )
+        except ExportqError as exc:
+            return exc
+        return None
 
-    def _check_ncnn(self, ncnn_run: NcnnRun, eager: Outputs, previous: tuple[str, Outputs]) -> None:
+    def _check_ncnn(self, ncnn: NcnnRun, eager: Outputs, previous: tuple[str, Outputs]) -> None:
         names = list(next(iter(eager.values())))
-        raw = ncnn_run.wait()
+        raw = ncnn.wait()
         outputs = {name: rename_positional(names, arrays) for name, arrays in raw.items()}
         self._judge(compare_step(self.spec, "ncnn", outputs, eager, previous))
 
-    def _judge(self, step: StepReport) -> None:
+    def _judge(self, step: StepReport, error: ExportqError | None = None) -> None:
         self.steps.append(step)
         if step.status == "passed":
             return
-        error = mismatch_error(step)
+        error = error or mismatch_error(step)
         if self.spec.validate_options.mode == "strict":
             raise error
         self.warnings.append(f"tolerance breached (mode warn): {error.message}")
@@ -306,6 +326,19 @@ class _Run:
                     path=str(path),
                 )
             )
+
+
+@contextmanager
+def _sharing_cores() -> Iterator[None]:
+    """Run torch on one thread while a helper process (PNNX, ncnn) works beside us: the checks
+    here are a few forward passes, and torch's idle pool threads would spin on the cores the
+    helper needs."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 @contextmanager

@@ -9,21 +9,22 @@ and the traced model then disagrees with eager on other inputs. Both signs fail 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-import numpy as np
 import torch
 from torch.jit._trace import TracingCheckError
 
 from exportq.errors import ExportqError, ScriptFailed, TraceDivergent, TraceFailed
+from exportq.report import Comparison
 from exportq.spec import Tolerance
 from workers.export.compare import compare_outputs
 from workers.export.inputs import InputSet
 from workers.export.loading import traceback_tail
 from workers.export.outputs import forward_outputs
+from workers.export.validation import Outputs
 
 STAGE = "export"
 # Substrings of TracerWarnings that mean "a tensor's value steered Python code".
@@ -34,42 +35,33 @@ TORCH_ROOT = Path(torch.__file__).resolve().parent
 # torch 2.13 deprecates every torch.jit entry point; PNNX needs TorchScript all the same.
 JIT_DEPRECATION = "is deprecated. Please"
 
-Reference = Callable[[InputSet], dict[str, np.ndarray]]
-
 
 @dataclass
 class Exported:
     module: torch.jit.ScriptModule
     method: Literal["trace", "script"]
     warnings: list[str] = field(default_factory=list)
-    # The numeric re-check of a trace, when deferred so PNNX can convert meanwhile; it raises
-    # TraceDivergent.
-    pending_check: Callable[[], None] | None = None
-
-    def finish_checks(self) -> None:
-        if self.pending_check is not None:
-            check, self.pending_check = self.pending_check, None
-            check()
 
 
 def to_torchscript(
     model: torch.nn.Module,
     method: Literal["trace", "script", "auto"],
-    example: InputSet,
-    rechecks: Sequence[InputSet],
-    reference: Reference,
+    sets: Sequence[InputSet],
+    eager: Outputs,
     tolerance: Tolerance,
-    *,
-    defer_check: bool = False,
 ) -> Exported:
-    """`defer_check` leaves a plain trace's numeric re-check in `pending_check` (`auto` needs
-    its verdict at once, to decide whether to script)."""
+    """Trace on the first input set (torch re-traces on the second to compare graphs), script,
+    or `auto`: trace, and script when the trace disagrees with eager on the other sets.
+
+    A plain trace is not re-run here: the pipeline checks the saved file on every set next,
+    and reports a traced model that disagrees with eager as `trace_divergent`.
+    """
     if method == "script":
         return script(model)
     try:
-        exported = trace(model, example, rechecks, reference, tolerance)
-        if method == "auto" or not defer_check:
-            exported.finish_checks()
+        exported = trace(model, sets[0], sets[1] if len(sets) > 1 else None)
+        if method == "auto":
+            recheck_trace(exported.module, sets[1:], eager, tolerance)
         return exported
     except TraceDivergent as divergent:
         if method == "trace":
@@ -81,13 +73,7 @@ def to_torchscript(
         return exported
 
 
-def trace(
-    model: torch.nn.Module,
-    example: InputSet,
-    rechecks: Sequence[InputSet],
-    reference: Reference,
-    tolerance: Tolerance,
-) -> Exported:
+def trace(model: torch.nn.Module, example: InputSet, check: InputSet | None) -> Exported:
     with warnings.catch_warnings(record=True) as caught, torch.no_grad():
         warnings.simplefilter("always")
         try:
@@ -98,7 +84,7 @@ def trace(
                 example.tensors,
                 strict=False,
                 check_trace=True,
-                check_inputs=[rechecks[0].tensors] if rechecks else None,
+                check_inputs=[check.tensors] if check else None,
             )
         except TracingCheckError as exc:
             raise TraceDivergent(
@@ -119,7 +105,7 @@ def trace(
     notes = list(dict.fromkeys(str(w.message) for w in kept))
     # torch's own modules compare sizes while tracing (nn.LSTM checks its input's shape), which
     # warns the same way; only the model's code taking a decision on a value is divergence.
-    # A value-dependent branch inside torch would still show in the numeric re-check below.
+    # A value-dependent branch inside torch would still show in the numeric checks.
     divergent = [
         str(w.message)
         for w in kept
@@ -136,34 +122,31 @@ def trace(
             stage=STAGE,
             log_tail="\n".join(notes)[-4000:],
         )
-    return Exported(
-        traced,
-        "trace",
-        [f"trace: {_head_text(n)}" for n in notes],
-        pending_check=lambda: _recheck(traced, rechecks, reference, tolerance),
-    )
+    return Exported(traced, "trace", [f"trace: {_head_text(n)}" for n in notes])
 
 
-def _recheck(
+def recheck_trace(
     traced: torch.jit.ScriptModule,
-    rechecks: Sequence[InputSet],
-    reference: Reference,
+    sets: Sequence[InputSet],
+    eager: Outputs,
     tolerance: Tolerance,
 ) -> None:
-    for inputs in rechecks:
+    for inputs in sets:
         got = forward_outputs(traced, inputs.tensors)
         rows = compare_outputs(
-            reference(inputs), got, tolerance, input_set=inputs.name, against="eager"
+            eager[inputs.name], got, tolerance, input_set=inputs.name, against="eager"
         )
         bad = [r for r in rows if not r.passed]
         if bad:
-            r = bad[0]
-            raise TraceDivergent(
-                f"the traced model differs from eager on {r.input_set} (output {r.output}: "
-                f"max rel error {r.max_rel:.3g}, cosine {r.cosine:.6f}); its behaviour depends "
-                "on the input values; use method 'script'",
-                stage=STAGE,
-            )
+            raise TraceDivergent(divergence_message(bad[0]), stage=STAGE)
+
+
+def divergence_message(row: Comparison) -> str:
+    return (
+        f"the traced model differs from eager on {row.input_set} (output {row.output!r}: "
+        f"max rel error {row.max_rel:.3g}, cosine {row.cosine:.6f}): its behaviour depends on "
+        "input values or shapes that the trace fixed; use method 'script'"
+    )
 
 
 def _inside_torch(filename: str) -> bool:
