@@ -105,6 +105,14 @@ class Job(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Reliability (docs/RELIABILITY.md): a running job's claim is a lease that its worker's
+    # heartbeats extend; a reconciler recovers jobs whose lease expired.
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
+    last_signal: Mapped[str | None] = mapped_column(sa.String(32))
+    # Submission: the hash of the request body an Idempotency-Key was first used with, and the
+    # finished job whose artifacts this one reuses instead of exporting again.
+    request_hash: Mapped[str | None] = mapped_column(sa.String(64))
+    cached_from: Mapped[str | None] = mapped_column(sa.String(32), index=True)
 
     artifacts: Mapped[list[Artifact]] = relationship(
         back_populates="job",
@@ -128,6 +136,54 @@ class Blob(Base):
 
     sha256: Mapped[str] = mapped_column(sa.String(71), primary_key=True)
     size: Mapped[int] = mapped_column(sa.BigInteger)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Dispatch(Base):
+    """The outbox: a message to publish for a job, written in the job's own transaction; a
+    relay publishes it and stamps `published_at`, so a job is never committed without one."""
+
+    __tablename__ = "dispatches"
+
+    id: Mapped[int] = mapped_column(
+        sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True, autoincrement=True
+    )
+    job_id: Mapped[str] = mapped_column(sa.ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    queue: Mapped[str] = mapped_column(sa.String(64))
+    priority: Mapped[int] = mapped_column(default=5)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    published_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
+    attempts: Mapped[int] = mapped_column(default=0)
+    last_error: Mapped[str | None] = mapped_column(sa.Text)
+
+
+class Token(Base):
+    """A bearer token: only its sha256 is stored; `owner` is whom it acts as."""
+
+    __tablename__ = "tokens"
+
+    id: Mapped[str] = mapped_column(sa.String(32), primary_key=True, default=new_job_id)
+    name: Mapped[str] = mapped_column(sa.String(128))
+    owner: Mapped[str] = mapped_column(sa.String(128), index=True)
+    admin: Mapped[bool] = mapped_column(default=False)
+    token_hash: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class BlobKey(Base):
+    """An Idempotency-Key used on an upload: the same key must bring the same bytes."""
+
+    __tablename__ = "blob_keys"
+    __table_args__ = (sa.UniqueConstraint("owner", "key"),)
+
+    id: Mapped[int] = mapped_column(
+        sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True, autoincrement=True
+    )
+    owner: Mapped[str] = mapped_column(sa.String(128))
+    key: Mapped[str] = mapped_column(sa.String(128))
+    digest: Mapped[str] = mapped_column(sa.String(71))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
