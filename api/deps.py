@@ -5,20 +5,22 @@ Tests swap a part through `app.dependency_overrides[get_dispatcher] = ...`.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from typing import Annotated, cast
 
 from fastapi import Depends, Request
 from sqlalchemy.orm import Session, sessionmaker
 
+from api.auth import Caller, current_caller
 from api.dispatch import Dispatcher
 from api.services import Services
+from exportq.errors import NotFound
 from exportq.fleet import FleetRegistry
 from exportq.settings import Settings
 from exportq.storage import ArtifactStore
 
-# Every job belongs to this owner until bearer tokens name people (a later issue).
-LOCAL_OWNER = "local"
+JOB_ID = re.compile(r"[0-9a-f]{32}")  # db.models.new_job_id
 
 
 def get_services(request: Request) -> Services:
@@ -55,9 +57,18 @@ def get_dispatcher(services: ServicesDep) -> Dispatcher:
     return services.dispatcher
 
 
-def current_owner() -> str:
-    """Who is asking. The one place authentication will plug in."""
-    return LOCAL_OWNER
+def job_id_param(job_id: str) -> str:
+    """A job id from the path; one that cannot be a job id is answered 404 like any unknown
+    job, before it reaches the database (which refuses some strings, e.g. with a NUL)."""
+    if not JOB_ID.fullmatch(job_id):
+        raise NotFound(f"no job {job_id!r}", details={"job_id": job_id})
+    return job_id
+
+
+def current_owner(caller: Annotated[Caller, Depends(current_caller)]) -> str:
+    """The owner a new job or upload key is recorded under: the caller's own name (an admin
+    too). Reads use `CallerDep` and its `scope`, so an admin sees every owner's jobs."""
+    return caller.owner
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
@@ -67,3 +78,5 @@ StoreDep = Annotated[ArtifactStore, Depends(get_store)]
 FleetDep = Annotated[FleetRegistry, Depends(get_fleet)]
 DispatcherDep = Annotated[Dispatcher, Depends(get_dispatcher)]
 OwnerDep = Annotated[str, Depends(current_owner)]
+JobIdDep = Annotated[str, Depends(job_id_param)]
+CallerDep = Annotated[Caller, Depends(current_caller)]

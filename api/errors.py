@@ -13,15 +13,18 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from exportq.api_models import ProblemView
-from exportq.errors import ErrorCode, ExportqError
+from exportq.errors import ErrorCode, ExportqError, Unauthorized
 
 log = logging.getLogger("exportq.api")
 
 _DESCRIPTIONS = {
+    401: "no bearer token, or an unknown or revoked one",
     404: "no such object (or not yours)",
+    409: "the Idempotency-Key was used before with another request",
     413: "the upload is larger than EXPORTQ_MAX_UPLOAD_BYTES",
     422: "the request is invalid; `details.errors` names each field",
     503: "a service the API depends on is unreachable",
@@ -40,7 +43,28 @@ def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
 
 async def _exportq_error(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ExportqError)
-    return problem(exc.http_status, exc.code, exc.message, exc.details or None)
+    response = problem(exc.http_status, exc.code, exc.message, exc.details or None)
+    if isinstance(exc, Unauthorized):
+        response.headers["WWW-Authenticate"] = _challenge(exc)
+    return response
+
+
+def _challenge(exc: Unauthorized) -> str:
+    """RFC 6750: a request without a token gets the bare challenge; a bad token is named."""
+    if exc.details.get("reason") == "invalid_token":
+        return 'Bearer realm="exportq", error="invalid_token"'
+    return 'Bearer realm="exportq"'
+
+
+async def _unstorable(_request: Request, exc: Exception) -> JSONResponse:
+    # A value valid JSON but not storable (PostgreSQL refuses NUL characters in text and
+    # JSONB): the request's fault, and its transaction was rolled back, so nothing changed.
+    log.info("refused a value the database cannot store: %s", exc)
+    return problem(
+        422,
+        ErrorCode.SPEC_INVALID,
+        "the request holds a value the database cannot store (e.g. a NUL character)",
+    )
 
 
 async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
@@ -76,4 +100,5 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ExportqError, _exportq_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(DataError, _unstorable)
     app.add_exception_handler(Exception, _unexpected)

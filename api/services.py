@@ -12,8 +12,10 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from api.dispatch import CeleryDispatcher, Dispatcher, sending_app
+from api.reconciler import Reconciler, ReconcilerLoop
 from db.session import make_engine, make_session_factory
 from exportq.fleet import FleetRegistry
+from exportq.redis_tls import client_options
 from exportq.settings import Settings
 from exportq.storage import ArtifactStore, open_store
 
@@ -44,16 +46,25 @@ def build_services(settings: Settings) -> Services:
         socket_connect_timeout=CONNECT_TIMEOUT_S,
         socket_timeout=CONNECT_TIMEOUT_S,
         decode_responses=True,
+        **client_options(settings, settings.broker_url),
     )
     return Services(
         settings=settings,
         engine=engine,
         sessions=make_session_factory(engine),
-        store=open_store(settings.artifacts_url),
+        store=open_store(settings.artifacts_url, s3_endpoint_url=settings.s3_endpoint_url),
         redis=client,
         fleet=FleetRegistry(client, ttl_s=settings.fleet_ttl_s),
         dispatcher=CeleryDispatcher(sending_app(settings), settings.broker_url),
     )
+
+
+def reconciler_loop(services: Services) -> ReconcilerLoop:
+    """The reconciler on these services' database, broker and Redis (not started)."""
+    reconciler = Reconciler(
+        services.settings, services.sessions, services.dispatcher, services.redis
+    )
+    return ReconcilerLoop(reconciler, services.settings.reconcile_interval_s)
 
 
 def _engine_options(url: str) -> dict[str, Any]:

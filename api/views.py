@@ -49,6 +49,7 @@ def job_view(job: Job, notices: Iterable[str] = ()) -> JobView:
         report=ExportReport.model_validate(job.report) if job.report else None,
         artifacts=[artifact_view(a) for a in job.artifacts],
         spec=job.spec,
+        cached_from=job.cached_from,
         notices=list(notices),
         created_at=job.created_at,
         started_at=job.started_at,

@@ -9,7 +9,7 @@ job is still running under that token. A duplicate or stale delivery therefore w
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -142,11 +142,15 @@ def _older_than(session: Session, cursor: str) -> sa.ColumnElement[bool]:
 # -- jobs: the worker's fenced writes -----------------------------------------------------------
 
 
-def claim_job(session: Session, job_id: str, worker: str) -> int | None:
+def claim_job(
+    session: Session, job_id: str, worker: str, lease_s: float | None = None
+) -> int | None:
     """Move a queued job to running for `worker`; the new claim token, or None when the job is
     not queued (claimed already, finished, cancelled, or missing). One conditional UPDATE, so
-    of two concurrent claimers exactly one wins."""
+    of two concurrent claimers exactly one wins. With `lease_s` the claim is a lease the worker
+    must renew (`db.leases`); a running job whose lease ran out is recovered there first."""
     now = utcnow()
+    lease = {} if lease_s is None else {"lease_expires_at": now + timedelta(seconds=lease_s)}
     stmt = (
         sa.update(Job)
         .where(Job.id == job_id, Job.status == JobStatus.QUEUED)
@@ -158,6 +162,7 @@ def claim_job(session: Session, job_id: str, worker: str) -> int | None:
             stage=None,
             started_at=now,
             updated_at=now,
+            **lease,
         )
         .returning(Job.claim_token)
         .execution_options(synchronize_session="fetch")

@@ -44,6 +44,10 @@ class JobView(BaseModel):
     report: ExportReport | None = None
     artifacts: list[ArtifactView] = Field(default_factory=list)
     spec: dict[str, Any]
+    cached_from: str | None = Field(
+        default=None,
+        description="the job whose export this one reuses (an identical spec, same tools)",
+    )
     notices: list[str] = Field(
         default_factory=list, description="things the submitter should know, e.g. no live worker"
     )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from exportq.redis_tls import celery_ssl, is_tls
 from exportq.settings import Settings
 
 # Redis priorities: one list per step (lower runs first); exportq.fleet reads their lengths.
@@ -22,6 +23,16 @@ def celery_priority(job_priority: int) -> int:
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
+    conf = _base_config(settings)
+    # `rediss://`: Celery refuses TLS URLs without being told how to check certificates.
+    if is_tls(conf["broker_url"]):
+        conf["broker_use_ssl"] = celery_ssl(settings)
+    if is_tls(conf["result_backend"]):
+        conf["redis_backend_use_ssl"] = celery_ssl(settings)
+    return conf
+
+
+def _base_config(settings: Settings) -> dict[str, Any]:
     hard_limit = settings.max_job_timeout_s + 60
     return {
         "broker_url": settings.broker_url,
@@ -39,6 +50,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             "visibility_timeout": settings.visibility_timeout_s,
             "priority_steps": PRIORITY_STEPS,
             "queue_order_strategy": "priority",
+            **_restore_sweeps(settings),
         },
         "result_backend_transport_options": {"visibility_timeout": settings.visibility_timeout_s},
         # Flower sees every task from the moment it is sent.
@@ -49,3 +61,13 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "broker_connection_retry_on_startup": True,
         "result_expires": 7 * 24 * 3600,
     }
+
+
+def _restore_sweeps(settings: Settings) -> dict[str, Any]:
+    """Kombu looks for unacked messages past the visibility timeout about every 100 s; with a
+    short timeout set on purpose (EXPORTQ_BROKER_VISIBILITY_TIMEOUT_S) it looks as often as
+    the timeout allows, so a redelivery really happens."""
+    if settings.broker_visibility_timeout_s is None:
+        return {}
+    interval = max(1, min(10, settings.broker_visibility_timeout_s // 2))
+    return {"unacked_restore_interval": interval, "unacked_restore_throttle": 1}

@@ -7,7 +7,7 @@ from __future__ import annotations
 import click
 
 from exportq import __version__
-from exportq.commands import api, db, export, remote, worker
+from exportq.commands import api, db, export, reconciler, remote, token, worker
 
 
 @click.group()
@@ -18,9 +18,11 @@ def cli() -> None:
 
 cli.add_command(export.export)
 cli.add_command(db.db)
+cli.add_command(token.token)
 cli.add_command(worker.worker)
 cli.add_command(worker.flower)
 cli.add_command(api.api)
+cli.add_command(reconciler.reconciler)
 for command in remote.COMMANDS:
     cli.add_command(command)
 

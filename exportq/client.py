@@ -62,9 +62,9 @@ class ExportqClient:
 
     # -- blobs and jobs ---------------------------------------------------------------------
 
-    def upload_blob(self, path: str | Path) -> BlobView:
+    def upload_blob(self, path: str | Path, idempotency_key: str | None = None) -> BlobView:
         """Upload a file (streamed, never read whole into memory); its digest names it in a
-        spec."""
+        spec. With `idempotency_key`, the server refuses other bytes under the same key."""
         path = Path(path)
         with open(path, "rb") as f:
             chunks = iter(lambda: f.read(CHUNK), b"")
@@ -72,15 +72,30 @@ class ExportqClient:
                 "Content-Length": str(path.stat().st_size),
                 "Content-Type": "application/octet-stream",
             }
+            if idempotency_key:
+                headers["Idempotency-Key"] = idempotency_key
             response = self._request("POST", "/v1/blobs", content=chunks, headers=headers)
         return BlobView.model_validate(response.json())
 
-    def submit(self, spec: JobSpec | dict[str, Any], idempotency_key: str | None = None) -> JobView:
-        """Submit a job. With `idempotency_key`, submitting again returns the same job."""
+    def submit(
+        self,
+        spec: JobSpec | dict[str, Any],
+        idempotency_key: str | None = None,
+        *,
+        queue_anyway: bool = False,
+        force: bool = False,
+    ) -> JobView:
+        """Submit a job. With `idempotency_key`, submitting again returns the same job. A job
+        no live worker could serve is refused (NoCapableWorker) unless `queue_anyway`. An
+        identical finished job may be served at once (`cached_from`), or your identical job in
+        flight answered, unless `force`."""
         body = spec.model_dump(mode="json", by_alias=True) if isinstance(spec, JobSpec) else spec
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+        params = {"queue_anyway": "true"} if queue_anyway else {}
+        if force:
+            params["force"] = "true"
         return JobView.model_validate(
-            self._request("POST", "/v1/jobs", json=body, headers=headers).json()
+            self._request("POST", "/v1/jobs", json=body, headers=headers, params=params).json()
         )
 
     def get_job(self, job_id: str) -> JobView:

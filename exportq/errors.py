@@ -42,8 +42,11 @@ class ErrorCode(StrEnum):
     CANCELLED = "cancelled"
     # the service
     NOT_FOUND = "not_found"
+    UNAUTHORIZED = "unauthorized"
+    IDEMPOTENCY_CONFLICT = "idempotency_conflict"
     PAYLOAD_TOO_LARGE = "payload_too_large"
     SERVICE_UNAVAILABLE = "service_unavailable"
+    NO_CAPABLE_WORKER = "no_capable_worker"
     INTERNAL_ERROR = "internal_error"
     # the client's side of the wire
     API_UNREACHABLE = "api_unreachable"
@@ -237,6 +240,20 @@ class NotFound(ExportqError):
     http_status = 404
 
 
+class Unauthorized(ExportqError):
+    """No valid bearer token: send `Authorization: Bearer <token>` (EXPORTQ_TOKEN)."""
+
+    code = ErrorCode.UNAUTHORIZED
+    http_status = 401
+
+
+class IdempotencyConflict(ExportqError):
+    """This Idempotency-Key was used before with another request; use a new key."""
+
+    code = ErrorCode.IDEMPOTENCY_CONFLICT
+    http_status = 409
+
+
 class PayloadTooLarge(ExportqError):
     """The upload is larger than the server accepts."""
 
@@ -263,6 +280,13 @@ class ChecksumMismatch(ExportqError):
 
     code = ErrorCode.CHECKSUM_MISMATCH
     http_status = 502
+
+
+class NoCapableWorker(ExportqError):
+    """No live worker could serve the job; submit it with queue_anyway to wait for one."""
+
+    code = ErrorCode.NO_CAPABLE_WORKER
+    http_status = 409
 
 
 def error_class(code: str) -> type[ExportqError]:

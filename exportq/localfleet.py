@@ -6,6 +6,7 @@ is the one a team deploys: the same commands, only with local settings.
 
 from __future__ import annotations
 
+import subprocess
 from dataclasses import dataclass, field
 
 import httpx
@@ -22,6 +23,9 @@ class LocalFleet:
     env: dict[str, str]
     api_port: int = field(default_factory=free_port)
     flower_port: int | None = None
+    # The user the fleet's client and CLI act as: `start_api` makes a token for it (with
+    # `exportq token create`, on the fleet's database) unless `env` has EXPORTQ_TOKEN.
+    user: str = "localfleet"
 
     @property
     def url(self) -> str:
@@ -39,7 +43,25 @@ class LocalFleet:
             exportq_command("api", "--port", str(self.api_port)), self.env, "api"
         )
         wait_until(self._ready, READY_TIMEOUT_S, "the API to be ready", self.processes)
+        if not self.env.get("EXPORTQ_TOKEN"):
+            self.env["EXPORTQ_TOKEN"] = self.create_token(self.user)
         return api
+
+    def create_token(self, name: str, admin: bool = False) -> str:
+        """A new token on the fleet's database, made the way an admin makes one."""
+        args = ["token", "create", name] + (["--admin"] if admin else [])
+        proc = subprocess.run(
+            exportq_command(*args),
+            env=self.env,
+            cwd=self.processes.folder,  # where the fleet's processes run: relative URLs agree
+            capture_output=True,
+            text=True,
+            timeout=READY_TIMEOUT_S,
+            check=False,
+        )
+        if proc.returncode != 0:
+            raise RuntimeError(f"exportq token create failed: {proc.stderr.strip()}")
+        return proc.stdout.splitlines()[-1]
 
     def start_worker(
         self, name: str, device: str = "cpu", concurrency: int | None = None

@@ -79,6 +79,15 @@ class ArtifactInfo(BaseModel):
     key: str | None = Field(default=None, description="content address in the artifact store")
 
 
+class GpuUsage(BaseModel):
+    """The GPU a cuda job ran on, and the most memory the run had allocated on it."""
+
+    name: str
+    memory_gb: float = Field(description="total memory, GiB")
+    compute_capability: float
+    peak_memory_gb: float = Field(description="peak allocated by torch during the run, GiB")
+
+
 class ExportReport(BaseModel):
     status: Literal["succeeded", "failed"]
     error: ErrorInfo | None = None
@@ -89,6 +98,7 @@ class ExportReport(BaseModel):
     warnings: list[str] = Field(default_factory=list)
     timings: dict[str, float] = Field(default_factory=dict)
     versions: dict[str, str] = Field(default_factory=dict)
+    gpu: GpuUsage | None = Field(default=None, description="cuda jobs: the GPU and its peak use")
     artifacts: list[ArtifactInfo] = Field(default_factory=list)
 
     @property

@@ -22,6 +22,7 @@ from pydantic import (
 )
 
 from exportq.settings import get_settings
+from exportq.tiers import CC_TIERS, MEMORY_TIERS_GB
 
 BLOB_PATTERN = r"^sha256:[0-9a-f]{64}$"
 TARGET_PATTERN = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*$")
@@ -101,8 +102,15 @@ class InputSpec(_Strict):
 
 
 class GpuRequest(_Strict):
-    min_memory_gb: float | None = Field(default=None, gt=0, le=4096)
-    min_compute_capability: float | None = Field(default=None, ge=3.0, le=20.0)
+    """The least GPU a job needs; it is routed to the smallest tier that covers both bounds
+    (`exportq.tiers`), so it must not ask beyond the largest tier."""
+
+    min_memory_gb: float | None = Field(default=None, gt=0, le=MEMORY_TIERS_GB[-1])
+    min_compute_capability: float | None = Field(default=None, ge=3.0, le=CC_TIERS[-1])
+
+    @property
+    def empty(self) -> bool:
+        return self.min_memory_gb is None and self.min_compute_capability is None
 
 
 class ConvertOptions(_Strict):

@@ -53,6 +53,8 @@ def build_spec(
     trials: int,
     blobs: dict[str, str | None],
     priority: int | None = None,
+    gpu_min_memory: float | None = None,
+    gpu_min_cc: float | None = None,
 ) -> JobSpec:
     """The JobSpec the CLI options describe; `blobs` holds already stored digests."""
     if bool(target) == bool(blobs.get("torchscript")):
@@ -78,6 +80,8 @@ def build_spec(
         raw["samples"] = blobs["samples"]
     if priority is not None:
         raw["priority"] = priority
+    if gpu_min_memory is not None or gpu_min_cc is not None:
+        raw["gpu"] = {"min_memory_gb": gpu_min_memory, "min_compute_capability": gpu_min_cc}
     try:
         return JobSpec.model_validate(raw)
     except ValidationError as exc:

@@ -3,8 +3,8 @@
 Every object is named by its digest `sha256:<hex>`, so identical bytes are stored once and a
 reader can verify what it got. Writes are atomic: bytes go to a temporary file that is renamed
 into place only when complete, so a crash never leaves a truncated object under a real name.
-`ArtifactStore` is the interface an S3-compatible backend implements; `open_store` picks the
-backend from `EXPORTQ_ARTIFACTS_URL`.
+`ArtifactStore` is the interface both backends implement (`exportq.storage_s3` holds the
+S3-compatible one); `open_store` picks the backend from `EXPORTQ_ARTIFACTS_URL`.
 """
 
 from __future__ import annotations
@@ -136,10 +136,19 @@ class LocalArtifactStore:
         return self._existing(digest)
 
 
-def open_store(url: str) -> ArtifactStore:
-    """The store for `EXPORTQ_ARTIFACTS_URL`: a folder (or file:// URL)."""
+def open_store(url: str, *, s3_endpoint_url: str | None = None) -> ArtifactStore:
+    """The store for `EXPORTQ_ARTIFACTS_URL`: a folder (or file:// URL), or `s3://bucket/prefix`
+    (on AWS, or on the S3-compatible service at `s3_endpoint_url`)."""
+    if url.startswith("s3://"):
+        # Imported here: the S3 backend needs boto3, which the bare client install lacks.
+        from exportq.storage_s3 import S3ArtifactStore, boto3_client_factory, parse_s3_url
+
+        bucket, prefix = parse_s3_url(url)
+        return S3ArtifactStore(bucket, prefix, client_factory=boto3_client_factory(s3_endpoint_url))
     if url.startswith("file://"):
         return LocalArtifactStore(Path(url[len("file://") :]))
     if "://" in url:
-        raise ValueError(f"EXPORTQ_ARTIFACTS_URL={url!r}: only local folders are supported so far")
+        raise ValueError(
+            f"EXPORTQ_ARTIFACTS_URL={url!r}: use a local folder, file:// or s3://bucket/prefix"
+        )
     return LocalArtifactStore(Path(url))

@@ -97,7 +97,8 @@ def main() -> int:
     views: dict[str, JobView] = {}
     try:
         with managed_processes(VAR / "logs") as processes:
-            fleet = LocalFleet(processes, env, api_port=free_port(8000))
+            # start_api makes the demo's bearer token (exportq token create demo)
+            fleet = LocalFleet(processes, env, api_port=free_port(8000), user="demo")
             print(f"starting the API on {fleet.url} ...")
             fleet.start_api()
             print("starting a cpu worker ...")
@@ -106,7 +107,9 @@ def main() -> int:
             print(f"Flower: {fleet.flower_url}  (user {user!r}, password {password!r})\n")
             started = time.monotonic()
             with fleet.client() as client:
-                jobs = {name: client.submit(sample_spec(name)).id for name in SAMPLES}
+                # forced: the demo shows exports, not the results of an earlier run served
+                # again (the same models with the same tools would be reused at once)
+                jobs = {name: client.submit(sample_spec(name), force=True).id for name in SAMPLES}
                 print(f"submitted {len(jobs)} sample models:")
                 views = follow(client, jobs, started)
                 for name, view in views.items():

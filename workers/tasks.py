@@ -1,8 +1,11 @@
 """The export task: a thin shell around `run_export`.
 
 A message carries only the job id (it is also the task id). Delivery is at least once, so the
-task first claims the job: a job that is not queued (running elsewhere, finished, cancelled)
-is left alone and nothing is written; every later write is fenced by the claim token. Then it
+task first claims the job: a job that is not queued (running elsewhere under a live lease,
+finished, cancelled) is left alone and nothing is written; every later write is fenced by the
+claim token. The claim is a lease, renewed while the job runs (`workers.lease`); a job whose
+lease ran out (its worker died) is recovered by the next delivery or the reconciler
+(`db.leases`, docs/RELIABILITY.md). Then it
 runs the pipeline in a fresh work folder, stores the artifacts and records the outcome.
 
 While it runs, each stage is written to the job and published as a Celery custom state: the
@@ -29,6 +32,7 @@ from celery.utils.log import get_task_logger
 from pydantic import ValidationError
 from sqlalchemy.orm import Session, sessionmaker
 
+from db import leases
 from db import repository as repo
 from db.session import make_engine, make_session_factory, unit_of_work
 from exportq.errors import Cancelled, ErrorCode, ExportqError, Timeout
@@ -39,6 +43,7 @@ from exportq.spec import JobSpec
 from exportq.storage import ArtifactStore, open_store
 from workers.celery_app import settings_of
 from workers.interrupts import StopSignal
+from workers.lease import LeaseKeeper
 
 log = get_task_logger(__name__)
 
@@ -55,7 +60,8 @@ def stage_state(stage: str) -> str:
 
 def register(app: Celery) -> Any:
     """Register the export task on `app` under EXPORT_TASK."""
-    return app.task(name=EXPORT_TASK, bind=True)(export_job)
+    # The request class records a pool process that died under the job (workers.lost).
+    return app.task(name=EXPORT_TASK, bind=True, Request="workers.lost:ExportRequest")(export_job)
 
 
 def export_job(task: Any, job_id: str) -> dict[str, Any]:
@@ -92,21 +98,41 @@ class _JobRun:
         self.job_id = job_id
         self.worker = worker
         self.stop = stop
-        self.store: ArtifactStore = open_store(settings.artifacts_url)
+        self.store: ArtifactStore = open_store(
+            settings.artifacts_url, s3_endpoint_url=settings.s3_endpoint_url
+        )
         self.token = 0
         self.stage: str | None = None
 
     # -- the run -------------------------------------------------------------------------------
 
     def run(self) -> dict[str, Any]:
-        with unit_of_work(self.sessions) as s:
-            token = repo.claim_job(s, self.job_id, self.worker)
-            document = repo.get_job(s, self.job_id).spec if token is not None else None
+        token, document, recovered = self._claim()
         if token is None or document is None:
+            if recovered in (leases.Recovery.FAILED, leases.Recovery.CANCELLED):
+                # Its worker died under it, and it may not run again (cap, or a cancel).
+                code = ErrorCode.WORKER_LOST if recovered is leases.Recovery.FAILED else None
+                log.warning("job %s ended %s: its worker was lost", self.job_id, recovered)
+                return self._summary(str(recovered), True, code or ErrorCode.CANCELLED)
             log.info("job %s is not queued (running elsewhere, finished or cancelled)", self.job_id)
             return {"job_id": self.job_id, "status": "skipped"}
         self.token = token
         log.info("job %s claimed by %s (claim %d)", self.job_id, self.worker, token)
+        with LeaseKeeper(self.sessions, self.job_id, token, self.settings.lease_s):
+            return self._run_claimed(document)
+
+    def _claim(self) -> tuple[int | None, dict[str, Any] | None, leases.Recovery]:
+        """Claim the job with a lease. A job left running by a worker that died (its lease
+        ran out) is recovered first: requeued and claimed here, or ended at the attempt cap.
+        A job running under a live lease is not touched: this delivery is a duplicate."""
+        with unit_of_work(self.sessions) as s:
+            recovered = leases.recover(s, self.job_id, self.settings.max_attempts, dispatch=False)
+            token = repo.claim_job(s, self.job_id, self.worker, lease_s=self.settings.lease_s)
+            document = repo.get_job(s, self.job_id).spec if token is not None else None
+        return token, document, recovered
+
+    def _run_claimed(self, document: dict[str, Any]) -> dict[str, Any]:
+        token = self.token
         try:
             spec = JobSpec.model_validate(document)
         except ValidationError as exc:

@@ -7,7 +7,7 @@ from urllib.parse import quote
 from fastapi import APIRouter
 from fastapi.responses import StreamingResponse
 
-from api.deps import OwnerDep, SessionDep, StoreDep
+from api.deps import CallerDep, JobIdDep, SessionDep, StoreDep
 from api.errors import problem_responses
 from api.views import artifact_view
 from db import repository
@@ -20,8 +20,8 @@ CHECKSUM_HEADER = "X-Exportq-Sha256"
 
 
 @router.get("", responses=problem_responses(404))
-def list_artifacts(job_id: str, session: SessionDep, owner: OwnerDep) -> list[ArtifactView]:
-    repository.get_job(session, job_id, owner)
+def list_artifacts(job_id: JobIdDep, session: SessionDep, caller: CallerDep) -> list[ArtifactView]:
+    repository.get_job(session, job_id, caller.scope)
     return [artifact_view(a) for a in repository.list_artifacts(session, job_id)]
 
 
@@ -39,9 +39,9 @@ def list_artifacts(job_id: str, session: SessionDep, owner: OwnerDep) -> list[Ar
     },
 )
 def download_artifact(
-    job_id: str, name: str, session: SessionDep, store: StoreDep, owner: OwnerDep
+    job_id: JobIdDep, name: str, session: SessionDep, store: StoreDep, caller: CallerDep
 ) -> StreamingResponse:
-    repository.get_job(session, job_id, owner)
+    repository.get_job(session, job_id, caller.scope)
     artifact = repository.get_artifact(session, job_id, name)
     # Checked before answering: once streaming starts, the status line has gone out.
     if not store.exists(artifact.sha256):

@@ -51,6 +51,8 @@ def export(
     torchscript: Path | None,
     samples: Path | None,
     device: str,
+    gpu_min_memory: float | None,
+    gpu_min_cc: float | None,
     no_fp16: bool,
     targets: tuple[str, ...],
     mode: str,
@@ -82,6 +84,8 @@ def export(
                 mode=mode,
                 trials=trials,
                 blobs=blobs,
+                gpu_min_memory=gpu_min_memory,
+                gpu_min_cc=gpu_min_cc,
             )
         except ExportqError as exc:
             raise click.UsageError(exc.message) from exc

@@ -22,6 +22,8 @@ from exportq.specbuild import build_spec
 # A digest that stands in for the files while the options are checked, before any upload.
 _PLACEHOLDER = "sha256:" + "0" * 64
 FAILED_EXIT = 1
+# The server takes keys of up to 128 characters; a file's upload key adds "/torchscript".
+MAX_KEY_CHARS = 100
 
 
 def make_client() -> ExportqClient:
@@ -71,8 +73,19 @@ def _show(job: JobView, as_json: bool) -> None:
 @spec_options
 @click.option("--priority", type=click.IntRange(0, 9), help="9 runs first (default 5)")
 @click.option(
+    "--queue-anyway",
+    is_flag=True,
+    help="queue the job even when no live worker can serve it yet (it waits for one)",
+)
+@click.option(
     "--wait", is_flag=True, help="follow the job until it ends; exit 1 unless it succeeds"
 )
+@click.option(
+    "--idempotency-key",
+    metavar="KEY",
+    help="retry-safe submit: the same KEY and spec give the same job (files: KEY/weights...)",
+)
+@click.option("--force", is_flag=True, help="export again even when an identical job exists")
 @click.option("--json", "as_json", is_flag=True, help="print the job as JSON")
 def submit(
     target: str | None,
@@ -84,12 +97,17 @@ def submit(
     torchscript: Path | None,
     samples: Path | None,
     device: str,
+    gpu_min_memory: float | None,
+    gpu_min_cc: float | None,
     no_fp16: bool,
     targets: tuple[str, ...],
     mode: str,
     trials: int,
     priority: int | None,
+    queue_anyway: bool,
     wait: bool,
+    idempotency_key: str | None,
+    force: bool,
     as_json: bool,
 ) -> None:
     """Submit TARGET (pkg.module:factory), or --torchscript FILE, to the export service."""
@@ -109,15 +127,29 @@ def submit(
             trials=trials,
             blobs=blobs,
             priority=priority,
+            gpu_min_memory=gpu_min_memory,
+            gpu_min_cc=gpu_min_cc,
         )
 
+    if idempotency_key is not None and not 0 < len(idempotency_key) <= MAX_KEY_CHARS:
+        raise click.UsageError(f"--idempotency-key must be 1 to {MAX_KEY_CHARS} characters")
     try:  # check the options before uploading anything
         spec_with({k: _PLACEHOLDER if v else None for k, v in files.items()})
     except SpecInvalid as exc:
         raise click.UsageError(exc.message) from exc
     with _client() as client:
-        blobs = {k: client.upload_blob(v).digest if v else None for k, v in files.items()}
-        job = client.submit(spec_with(blobs))
+        blobs = {
+            role: client.upload_blob(path, _file_key(idempotency_key, role)).digest
+            if path
+            else None
+            for role, path in files.items()
+        }
+        job = client.submit(
+            spec_with(blobs),
+            idempotency_key=idempotency_key,
+            queue_anyway=queue_anyway,
+            force=force,
+        )
         if not as_json:
             click.echo(f"submitted job {job.id} (queue {job.queue})")
             for notice in job.notices:
@@ -132,6 +164,12 @@ def submit(
         click.echo(job.model_dump_json(indent=2))
     if wait and job.status != "succeeded":
         sys.exit(FAILED_EXIT)
+
+
+def _file_key(key: str | None, role: str) -> str | None:
+    """The upload key of one file of a keyed submit: a retry re-sends the same file under the
+    same key, and a changed file under an old key is refused instead of silently used."""
+    return None if key is None else f"{key}/{role}"
 
 
 @click.command("status")

@@ -58,19 +58,54 @@ def render_fleet(fleet: FleetView) -> str:
     if not fleet.workers:
         lines.append("  none live")
     for w in fleet.workers:
-        caps = ", ".join(f"{k} {v}" for k, v in sorted(w.capabilities.items()))
+        caps = ", ".join(
+            f"{k} {_capability(v)}" for k, v in sorted(w.capabilities.items()) if k != "gpu"
+        )
         versions = ", ".join(f"{k} {v}" for k, v in sorted(w.versions.items()))
-        lines.append(f"  {w.name}  {w.device}  queues {', '.join(w.queues)}")
+        lines.append(f"  {w.name}  {w.device}  queues {_queues(w.queues)}")
+        if "gpu" in w.capabilities:
+            lines.append(f"    gpu {_capability(w.capabilities['gpu'])}")
         if caps:
             lines.append(f"    {caps}")
         if versions:
             lines.append(f"    {versions}")
         lines.append(f"    up since {_when(w.started_at)}, last seen {_when(w.last_seen)}")
     lines += ["", "queues:"]
+    # A GPU worker consumes dozens of tier queues; list those with jobs waiting, count the rest.
+    shown = [q for q in fleet.queues if not _is_tier(q.name) or q.length > 0]
     rows = [("NAME", "WAITING", "WORKERS")]
-    rows += [(q.name, str(q.length), str(q.workers)) for q in fleet.queues]
+    rows += [(q.name, str(q.length), str(q.workers)) for q in shown]
     lines.append(_table(rows, indent="  "))
+    idle = len(fleet.queues) - len(shown)
+    if idle:
+        lines.append(f"  (+{idle} GPU tier queues served, none waiting)")
     return "\n".join(lines)
+
+
+def _is_tier(queue: str) -> bool:
+    return queue.startswith("cuda.")
+
+
+def _queues(queues: list[str]) -> str:
+    tiers = [q for q in queues if _is_tier(q)]
+    plain = [q for q in queues if not _is_tier(q)]
+    if len(tiers) <= 2:
+        return ", ".join(queues)
+    # The worker lists its tiers most demanding first: the first one is its GPU's own tier.
+    return ", ".join([*plain, f"{len(tiers)} GPU tiers up to {tiers[0]}"])
+
+
+def _capability(value: object) -> str:
+    if isinstance(value, dict) and "name" in value:  # a GPU
+        text = f"{value['name']}"
+        if "memory_gb" in value and "compute_capability" in value:
+            text += (
+                f", {value['memory_gb']:g} GB, compute capability {value['compute_capability']:g}"
+            )
+        if "source" in value:
+            text += f" ({value['source']})"
+        return text
+    return str(value)
 
 
 def _table(rows: Sequence[Sequence[str]], indent: str = "") -> str:

@@ -66,6 +66,18 @@ _OPTIONS = [
         help="an .npz of real inputs to validate on",
     ),
     click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True),
+    click.option(
+        "--gpu-min-memory",
+        type=click.FloatRange(min=0, min_open=True),
+        metavar="GB",
+        help="with --device cuda: a GPU with at least this much memory (rounded up to a tier)",
+    ),
+    click.option(
+        "--gpu-min-cc",
+        type=click.FloatRange(min=0, min_open=True),
+        metavar="X.Y",
+        help="with --device cuda: a GPU of at least this compute capability (e.g. 8.0)",
+    ),
     click.option("--no-fp16", is_flag=True, help="keep ncnn weights in fp32"),
     click.option(
         "--target",

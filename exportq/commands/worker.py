@@ -8,11 +8,17 @@ migrates it, or `exportq db upgrade`).
 from __future__ import annotations
 
 import os
-from typing import Literal
+import sys
+from typing import TYPE_CHECKING, Literal
 
 import click
 
-from exportq.routing import queues_for_device
+from exportq.routing import worker_queues
+
+if TYPE_CHECKING:
+    from exportq.settings import Settings
+    from exportq.tiers import GpuInfo
+    from workers.capabilities import VisibleGpu
 
 Device = Literal["cpu", "cuda"]
 
@@ -27,9 +33,13 @@ def default_hostname(device: str) -> str:
 
 
 def worker_argv(
-    device: str, concurrency: int | None, hostname: str | None, loglevel: str
+    device: str,
+    concurrency: int | None,
+    hostname: str | None,
+    loglevel: str,
+    gpu: GpuInfo | None = None,
 ) -> list[str]:
-    """The `celery worker` arguments for a worker of this device kind."""
+    """The `celery worker` arguments for a worker of this device kind (and GPU)."""
     if device == "cuda":
         if concurrency not in (None, 1):
             raise click.UsageError("a cuda worker runs one job at a time: --concurrency 1")
@@ -37,7 +47,7 @@ def worker_argv(
     argv = [
         "worker",
         "--queues",
-        ",".join(queues_for_device(device)),
+        ",".join(worker_queues(device, gpu)),
         "--task-events",
         "--pool",
         "prefork",
@@ -59,7 +69,8 @@ def worker_argv(
     type=click.Choice(["cpu", "cuda"]),
     default="cpu",
     show_default=True,
-    help="Which queues to consume: cpu, or cuda (one job at a time, a fresh process per job).",
+    help="Which queues to consume: cpu, or cuda (one worker per visible GPU, each running one "
+    "job at a time in a fresh process, consuming `cuda` and every GPU tier its GPU reaches).",
 )
 @click.option(
     "--concurrency",
@@ -75,11 +86,24 @@ def worker_argv(
     show_default=True,
 )
 def worker(device: Device, concurrency: int | None, hostname: str | None, loglevel: str) -> None:
-    """Run an export worker for DEVICE's queues (EXPORTQ_BROKER_URL, EXPORTQ_DATABASE_URL)."""
+    """Run an export worker for DEVICE's queues (EXPORTQ_BROKER_URL, EXPORTQ_DATABASE_URL).
+
+    The GPUs are detected with nvidia-smi among CUDA_VISIBLE_DEVICES, or declared in
+    EXPORTQ_WORKER_GPUS (JSON), which overrides detection."""
     from exportq.settings import get_settings
 
-    argv = worker_argv(device, concurrency, hostname, loglevel.lower())
     settings = get_settings()
+    gpu = None
+    if device == "cuda":
+        gpus = gpus_or_fail(settings)
+        if len(gpus) > 1:
+            if concurrency not in (None, 1):
+                raise click.UsageError("a cuda worker runs one job at a time: --concurrency 1")
+            from exportq.commands.worker_group import run_group
+
+            sys.exit(run_group(gpus, hostname, loglevel.lower()))
+        gpu = gpus[0].info
+    argv = worker_argv(device, concurrency, hostname, loglevel.lower(), gpu)
     require_schema(settings.database_url)
 
     # torch is imported once, here in the parent: the pool's children inherit it when they
@@ -90,8 +114,23 @@ def worker(device: Device, concurrency: int | None, hostname: str | None, loglev
 
     app = create_celery_app(settings)
     effective = 1 if device == "cuda" else (concurrency or os.cpu_count() or 1)
-    heartbeat.install(settings, device, queues_for_device(device), effective)
+    heartbeat.install(settings, device, worker_queues(device, gpu), effective, gpu)
     app.worker_main(argv)
+
+
+def gpus_or_fail(settings: Settings) -> list[VisibleGpu]:
+    """The GPUs a cuda worker serves; refuses to start a GPU worker without one."""
+    from workers.capabilities import visible_gpus
+
+    gpus = visible_gpus(settings)
+    if not gpus:
+        shown = os.environ.get("CUDA_VISIBLE_DEVICES", "unset")
+        raise click.ClickException(
+            f"no GPU found for a cuda worker (nvidia-smi, CUDA_VISIBLE_DEVICES={shown}); "
+            "declare them in EXPORTQ_WORKER_GPUS, e.g. "
+            '\'[{"name": "H200", "memory_gb": 141, "compute_capability": 9.0}]\''
+        )
+    return gpus
 
 
 def require_schema(url: str) -> None:

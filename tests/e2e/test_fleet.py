@@ -16,6 +16,7 @@ import pytest
 
 from exportq.api_models import JobView
 from exportq.client import ExportqClient
+from exportq.errors import NoCapableWorker
 from exportq.localfleet import LocalFleet
 from exportq.storage import digest_of_file
 from tests.e2e.conftest import (
@@ -131,7 +132,9 @@ def test_submit_wait_exits_non_zero_on_failure(fleet: LocalFleet) -> None:
 def test_a_cuda_job_is_never_taken_by_a_cpu_worker(
     fleet: LocalFleet, client: ExportqClient
 ) -> None:
-    cuda = client.submit(spec(CNN, [1, 3, 32, 32], device="cuda"))
+    with pytest.raises(NoCapableWorker, match="the fleet offers 1 cpu worker"):
+        client.submit(spec(CNN, [1, 3, 32, 32], device="cuda"))  # no GPU worker: refused
+    cuda = client.submit(spec(CNN, [1, 3, 32, 32], device="cuda"), queue_anyway=True)
     assert any("cuda" in n for n in cuda.notices)
     cpu = client.submit(spec(CNN, [1, 3, 32, 32]))
     assert wait_for(client, fleet, cpu.id).status == "succeeded"
@@ -152,15 +155,15 @@ def test_a_running_job_is_cancelled(fleet: LocalFleet, client: ExportqClient) ->
     view = wait_for(client, fleet, job.id, timeout=30)
     assert view.status == "cancelled"
     assert view.error is not None and view.error.code == "cancelled"
-    # the worker goes on serving
-    after = client.submit(spec(CNN, [1, 3, 32, 32]))
+    # the worker goes on serving (forced: an identical finished job would be served instead)
+    after = client.submit(spec(CNN, [1, 3, 32, 32]), force=True)
     assert wait_for(client, fleet, after.id).status == "succeeded"
 
 
 def test_flower_shows_the_fleet_only_with_credentials(
     fleet: LocalFleet, client: ExportqClient
 ) -> None:
-    job = client.submit(spec(CNN, [1, 3, 32, 32]))
+    job = client.submit(spec(CNN, [1, 3, 32, 32]), force=True)  # a real task, not a reuse
     wait_for(client, fleet, job.id)
     assert httpx.get(f"{fleet.flower_url}/api/workers", timeout=10).status_code == 401
     assert (
@@ -197,3 +200,26 @@ def test_fleet_view_lists_the_worker_and_its_queue(fleet: LocalFleet) -> None:
     assert worker["queues"] == ["cpu"]
     assert set(worker["versions"]) >= {"torch", "pnnx", "ncnn", "exportq"}
     assert {q["name"] for q in view["queues"]} >= {"cpu", "cuda"}
+
+
+def test_an_identical_job_is_served_from_the_finished_one(
+    fleet: LocalFleet, client: ExportqClient, tmp_path: Path
+) -> None:
+    """The real worker's report versions are the versions it announces: reuse works."""
+    tiny = spec(CNN, [1, 3, 24, 24])
+    first = wait_for(client, fleet, client.submit(tiny, force=True).id)
+    assert first.status == "succeeded", first.error
+    again = client.submit({**tiny, "priority": 8})
+    assert (again.status, again.cached_from) == ("succeeded", first.id)
+    assert [a.sha256 for a in again.artifacts] == [a.sha256 for a in first.artifacts]
+    assert len(client.download(again.id, tmp_path / "again")) == len(first.artifacts)
+    forced = client.submit(tiny, force=True)
+    assert forced.status == "queued" and forced.cached_from is None
+    assert wait_for(client, fleet, forced.id).status == "succeeded"
+
+
+def test_no_token_no_access(fleet: LocalFleet) -> None:
+    response = httpx.get(f"{fleet.url}/v1/jobs", timeout=10)
+    assert response.status_code == 401
+    assert response.headers["www-authenticate"].startswith("Bearer")
+    assert httpx.get(f"{fleet.url}/healthz", timeout=10).status_code == 200

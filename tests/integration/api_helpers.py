@@ -18,6 +18,18 @@ from exportq.fleet import queue_keys
 TARGET = "exportq.samples:tiny_cnn"
 
 
+def make_token(db_url: str, owner: str, admin: bool = False) -> str:
+    """A new bearer token for `owner` in the test's database."""
+    from db import tokens
+
+    with session_on(db_url) as session:
+        return tokens.create_token(session, f"{owner}-test", owner, admin)[1]
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
 def spec_doc(**overrides: Any) -> dict[str, Any]:
     doc: dict[str, Any] = {
         "model": {"kind": "callable", "target": TARGET},

@@ -195,15 +195,50 @@ def api_settings(postgresql_url: str, redis_url: str, tmp_path: Path) -> Setting
         database_url=postgresql_url,
         broker_url=redis_url,
         artifacts_url=str(tmp_path / "artifacts"),
+        # No worker runs in these tests: jobs wait with a notice instead of being refused.
+        # Refusal by the fleet has its own tests (test_api_fleet_admission.py).
+        admission="queue",
     )
 
 
 @pytest.fixture
 def api(api_settings: Settings) -> Iterator[TestClient]:
-    """The real app, started (lifespan run) on this test's own databases."""
+    """The real app, started (lifespan run) on this test's own databases, authenticated as
+    the user "alice"."""
     from fastapi.testclient import TestClient
 
     from api.app import create_app
+    from tests.integration.api_helpers import bearer, make_token
 
     with TestClient(create_app(api_settings)) as client:
+        # as a plain user, "alice" (tests of other users and admins make their own tokens)
+        client.headers.update(bearer(make_token(api_settings.database_url, "alice")))
         yield client
+
+
+# -- an S3-compatible artifact store (moto's server mode) -----------------------------------
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The URL of a moto S3 server started for this session, with fake AWS credentials in the
+    environment (the store reads them through boto3's standard chain, as in production)."""
+    from tests.integration.s3_server import AWS_ENV, AWS_ENV_REMOVED, moto_server
+
+    with pytest.MonkeyPatch.context() as mp:
+        for name, value in AWS_ENV.items():
+            mp.setenv(name, value)
+        for name in AWS_ENV_REMOVED:
+            mp.delenv(name, raising=False)
+        with moto_server(tmp_path_factory.mktemp("moto") / "server.log") as url:
+            yield url
+
+
+@pytest.fixture
+def s3_bucket(s3_endpoint: str) -> str:
+    """An empty bucket of this test's own on the session's S3 server."""
+    from tests.integration.s3_server import s3_client
+
+    name = f"exportq-{uuid.uuid4().hex[:12]}"
+    s3_client(s3_endpoint).create_bucket(Bucket=name)
+    return name

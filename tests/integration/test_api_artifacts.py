@@ -24,7 +24,7 @@ def finished_job(settings: Settings) -> str:
     )
     report = ExportReport(status="succeeded", stage="store", method="trace", artifacts=[artifact])
     with session_on(settings.database_url) as session:
-        job = repo.create_job(session, JobSpec.model_validate(spec_doc()), "local", "cpu")
+        job = repo.create_job(session, JobSpec.model_validate(spec_doc()), "alice", "cpu")
         token = repo.claim_job(session, job.id, "w1")
         assert token is not None
         assert repo.finish_job(session, job.id, token, report, [artifact])

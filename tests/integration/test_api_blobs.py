@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 from api.app import create_app
 from db.models import Blob
 from exportq.settings import Settings
-from tests.integration.api_helpers import session_on
+from tests.integration.api_helpers import bearer, make_token, session_on
 
 DATA = b"exportq blob \x00\x01" * 1000
 
@@ -52,6 +52,7 @@ def test_a_streamed_upload_without_length_is_hashed_as_it_arrives(api: TestClien
 def test_over_the_limit_is_413_and_stores_nothing(api_settings: Settings) -> None:
     settings = api_settings.model_copy(update={"max_upload_bytes": 1000})
     with TestClient(create_app(settings)) as client:
+        client.headers.update(bearer(make_token(settings.database_url, "alice")))
         declared = client.post("/v1/blobs", content=DATA)  # refused on Content-Length
         streamed = client.post("/v1/blobs", content=iter([DATA[:800], DATA[800:1600]]))
     for response in (declared, streamed):

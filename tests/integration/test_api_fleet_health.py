@@ -12,7 +12,7 @@ from api.deps import get_fleet
 from exportq.api_models import WorkerView
 from exportq.fleet import FleetRegistry
 from exportq.settings import Settings
-from tests.integration.api_helpers import spec_doc
+from tests.integration.api_helpers import bearer, make_token, spec_doc
 
 
 def announce(redis_url: str, name: str, device: str, queues: list[str]) -> None:
@@ -36,7 +36,7 @@ def test_fleet_shows_live_workers_and_queue_lengths(
 ) -> None:
     announce(api_settings.broker_url, "gpu-0@host", "cuda", ["cuda", "cuda.cc90.mem80"])
     api.post("/v1/jobs", json=spec_doc())
-    api.post("/v1/jobs", json=spec_doc(priority=9))
+    api.post("/v1/jobs", json=spec_doc(priority=9), params={"force": "true"})  # not joined
     fleet = api.get("/v1/fleet").json()
     assert [(w["name"], w["capabilities"]) for w in fleet["workers"]] == [
         ("gpu-0@host", {"gpu": "H100"})
@@ -64,6 +64,7 @@ def test_readyz_is_503_naming_redis_when_it_is_unreachable(
 ) -> None:
     settings = api_settings.model_copy(update={"broker_url": closed_port_url})
     with TestClient(create_app(settings)) as client:
+        client.headers.update(bearer(make_token(settings.database_url, "alice")))
         response = client.get("/readyz")
     assert response.status_code == 503
     error = response.json()["error"]
@@ -80,6 +81,7 @@ def test_unknown_path_and_unexpected_errors_keep_the_error_shape(api_settings: S
     app = create_app(api_settings)
     app.dependency_overrides[get_fleet] = broken
     with TestClient(app, raise_server_exceptions=False) as client:
+        client.headers.update(bearer(make_token(api_settings.database_url, "alice")))
         missing = client.get("/v1/nothing")
         failed = client.get("/v1/fleet")
     assert (missing.status_code, missing.json()["error"]["code"]) == (404, "not_found")

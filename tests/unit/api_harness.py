@@ -13,10 +13,12 @@ from sqlalchemy.orm import Session
 
 from api.app import create_app
 from api.deps import get_dispatcher, get_fleet
-from db import migrate
+from db import migrate, tokens
 from db.session import make_engine, make_session_factory, unit_of_work
 from exportq.fleet import FleetRegistry
 from exportq.settings import Settings
+
+OWNER = "alice"  # whom the harness's client is authenticated as
 
 
 class FakeRedis:
@@ -69,6 +71,11 @@ class Harness:
     dispatcher: RecordingDispatcher
     fleet: FleetRegistry
 
+    def token(self, owner: str, admin: bool = False) -> str:
+        """A new bearer token for `owner` (the harness's client sends one for OWNER)."""
+        with self.session() as session:
+            return tokens.create_token(session, f"{owner}-test", owner, admin)[1]
+
     @contextmanager
     def session(self) -> Iterator[Session]:
         """A committed unit of work on the app's database, from outside the app."""
@@ -82,11 +89,17 @@ class Harness:
 
 @contextmanager
 def served(settings: Settings) -> Iterator[Harness]:
+    if "admission" not in settings.model_fields_set:
+        # The fake fleet has no worker: jobs wait with a notice unless a test asks otherwise.
+        settings = settings.model_copy(update={"admission": "queue"})
     migrate.upgrade(settings.database_url)
-    app = create_app(settings)
+    # No reconciler thread: it would publish through the real broker, not the recording one.
+    app = create_app(settings.model_copy(update={"reconciler_in_api": False}))
     dispatcher = RecordingDispatcher()
     fleet = FleetRegistry(FakeRedis())
     app.dependency_overrides[get_dispatcher] = lambda: dispatcher
     app.dependency_overrides[get_fleet] = lambda: fleet
     with TestClient(app) as http:
-        yield Harness(http=http, settings=settings, dispatcher=dispatcher, fleet=fleet)
+        harness = Harness(http=http, settings=settings, dispatcher=dispatcher, fleet=fleet)
+        http.headers["Authorization"] = f"Bearer {harness.token(OWNER)}"
+        yield harness

@@ -1,66 +1,64 @@
+"""Choosing and addressing a store. What every store does with bytes is checked against each
+backend in tests/integration/test_storage_contract.py (the local one needs no server)."""
+
 from __future__ import annotations
 
-import hashlib
+import sys
 from pathlib import Path
 
 import pytest
 
-from exportq.errors import BlobMissing, PayloadTooLarge
-from exportq.storage import LocalArtifactStore, digest_of_file, open_store
+from exportq.errors import BlobMissing
+from exportq.storage import LocalArtifactStore, open_store
+from exportq.storage_s3 import S3ArtifactStore, parse_s3_url
+
+DIGEST = "sha256:" + "ab" * 32
 
 
-def test_identical_bytes_are_stored_once(tmp_path: Path) -> None:
+def test_local_objects_are_laid_out_by_digest(tmp_path: Path) -> None:
     store = LocalArtifactStore(tmp_path / "store")
-    a = store.put_stream([b"hello ", b"world"])
-    b = store.put_stream([b"hello world"])
-    assert a == b
-    assert a.digest == "sha256:" + hashlib.sha256(b"hello world").hexdigest()
-    assert a.size == 11
-    files = [p for p in (tmp_path / "store" / "sha256").rglob("*") if p.is_file()]
-    assert len(files) == 1
-
-
-def test_put_file_fetch_and_read_back(tmp_path: Path) -> None:
-    src = tmp_path / "weights.bin"
-    src.write_bytes(b"\x00\x01" * 4096)
-    store = LocalArtifactStore(tmp_path / "store")
-    obj = store.put_file(src)
-    assert obj.digest == digest_of_file(src)
-    dest = store.fetch(obj.digest, tmp_path / "copy" / "w.bin")
-    assert dest.read_bytes() == src.read_bytes()
-    assert b"".join(store.read_chunks(obj.digest)) == src.read_bytes()
-    assert store.size(obj.digest) == 8192 and store.exists(obj.digest)
-
-
-def test_oversize_upload_leaves_nothing_behind(tmp_path: Path) -> None:
-    store = LocalArtifactStore(tmp_path / "store")
-    with pytest.raises(PayloadTooLarge):
-        store.put_stream([b"x" * 10, b"y" * 10], max_bytes=15)
-    assert not any(p.is_file() for p in (tmp_path / "store").rglob("*"))
-
-
-def test_interrupted_write_is_not_published(tmp_path: Path) -> None:
-    store = LocalArtifactStore(tmp_path / "store")
-
-    def chunks() -> object:
-        yield b"partial"
-        raise ConnectionError("client went away")
-
-    with pytest.raises(ConnectionError):
-        store.put_stream(chunks())  # type: ignore[arg-type]
-    assert not any(p.is_file() for p in (tmp_path / "store").rglob("*"))
-
-
-def test_missing_and_malformed_digests(tmp_path: Path) -> None:
-    store = LocalArtifactStore(tmp_path / "store")
-    with pytest.raises(BlobMissing, match="upload it first"):
-        store.fetch("sha256:" + "0" * 64, tmp_path / "x")
-    with pytest.raises(BlobMissing, match="content address"):
-        store.exists("sha256:../../etc/passwd")
+    obj = store.put_stream([b"hello world"])
+    hexpart = obj.digest[len("sha256:") :]
+    assert store.local_path(obj.digest) == tmp_path / "store" / "sha256" / hexpart[:2] / hexpart
 
 
 def test_open_store_picks_the_backend(tmp_path: Path) -> None:
     assert isinstance(open_store(str(tmp_path)), LocalArtifactStore)
     assert isinstance(open_store(f"file://{tmp_path}"), LocalArtifactStore)
-    with pytest.raises(ValueError, match="only local folders"):
+    store = open_store("s3://bucket/team/exports/", s3_endpoint_url="http://127.0.0.1:1")
+    assert isinstance(store, S3ArtifactStore)
+    assert (store.bucket, store.prefix) == ("bucket", "team/exports")
+    assert store.key(DIGEST) == "team/exports/sha256/ab/" + "ab" * 32
+    with pytest.raises(ValueError, match="s3://bucket/prefix"):
+        open_store("gs://bucket/prefix")
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("s3://b", ("b", "")),
+        ("s3://b/", ("b", "")),
+        ("s3://b/p", ("b", "p")),
+        ("s3://b//a/b//", ("b", "a/b")),
+    ],
+)
+def test_s3_urls(url: str, expected: tuple[str, str]) -> None:
+    assert parse_s3_url(url) == expected
+
+
+def test_s3_url_needs_a_bucket() -> None:
+    with pytest.raises(ValueError, match="names no bucket"):
+        open_store("s3:///prefix")
+
+
+def test_s3_key_of_a_malformed_digest_is_refused() -> None:
+    store = S3ArtifactStore("b", "", client_factory=lambda: None)
+    assert store.key(DIGEST) == "sha256/ab/" + "ab" * 32
+    with pytest.raises(BlobMissing, match="content address"):
+        store.exists("sha256:../../etc/passwd")
+
+
+def test_s3_without_boto3_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "boto3", None)  # what `import boto3` sees when absent
+    with pytest.raises(RuntimeError, match=r"pip install 'exportq\[s3\]'"):
         open_store("s3://bucket/prefix")

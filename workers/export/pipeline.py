@@ -23,6 +23,7 @@ from exportq.report import ArtifactInfo, ArtifactKind, ErrorInfo, ExportReport, 
 from exportq.settings import Settings, get_settings
 from exportq.spec import JobSpec, TorchScriptModel
 from exportq.storage import ArtifactStore, digest_of_file, hex_of
+from workers.export import gpu
 from workers.export import inputs as input_sets
 from workers.export.inputs import InputSet
 from workers.export.loading import load_model, traceback_tail
@@ -95,14 +96,16 @@ class _Run:
 
     def _guarded(self) -> ExportqError | None:
         try:
-            with _plain_attention():
+            with _plain_attention(), gpu.gpu_run(self.spec.device):
                 self._stages()
             return None
         except ExportqError as exc:
             return exc
-        except (torch.OutOfMemoryError, MemoryError) as exc:
+        except MemoryError as exc:
             return OutOfMemory(f"out of memory: {exc}"[:500], log_tail=traceback_tail(exc))
         except Exception as exc:
+            if gpu.is_out_of_memory(exc):
+                return gpu.out_of_memory(exc, self.spec.device, self.stage)
             return InternalError(
                 f"unexpected {type(exc).__name__}: {exc}"[:500], log_tail=traceback_tail(exc)
             )
@@ -123,6 +126,7 @@ class _Run:
             warnings=self.warnings,
             timings=self.timings,
             versions=tool_versions(),
+            gpu=gpu.usage(self.spec.device),
             artifacts=[] if error else self.artifacts,
         )
 
@@ -369,9 +373,11 @@ def _eager(model: torch.nn.Module, inputs: InputSet) -> dict[str, np.ndarray]:
         return _run(model, inputs)
     except ExportqError:
         raise
-    except (torch.OutOfMemoryError, MemoryError):
+    except MemoryError:
         raise
     except Exception as exc:
+        if gpu.is_out_of_memory(exc):
+            raise
         raise ModelFailed(
             f"the model's forward raised {type(exc).__name__} on {inputs.name}: {exc}"[:1000],
             stage="export",

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from exportq.errors import PnnxCrashed, PnnxFailed, PnnxTimeout
+from exportq.errors import OutOfMemory, PnnxCrashed, PnnxFailed, PnnxTimeout
 from exportq.spec import JobSpec
 from workers.export.children import child_options
 
@@ -166,6 +166,13 @@ def run_pnnx(spec: JobSpec, torchscript: Path, timeout_s: float) -> PnnxOutputs:
 def check_result(outputs: PnnxOutputs, rc: int) -> PnnxOutputs:
     text = outputs.log.read_text(errors="replace")
     outputs.warnings = pnnx_warnings(text)
+    if rc != 0 and "CUDA out of memory" in text:  # PNNX's libtorch ran the model with device=gpu
+        raise OutOfMemory(
+            "PNNX ran out of GPU memory running the model (device=gpu); use smaller inputs or "
+            "ask for a larger GPU (gpu.min_memory_gb)",
+            stage=STAGE,
+            log_tail=tail(text),
+        )
     if rc < 0:
         name = _signal_name(-rc)
         raise PnnxCrashed(

@@ -21,6 +21,7 @@ from exportq.errors import ExportqError, ScriptFailed, TraceDivergent, TraceFail
 from exportq.report import Comparison
 from exportq.spec import Tolerance
 from workers.export.compare import compare_outputs
+from workers.export.gpu import is_out_of_memory
 from workers.export.inputs import InputSet
 from workers.export.loading import traceback_tail
 from workers.export.outputs import forward_outputs
@@ -96,6 +97,8 @@ def trace(model: torch.nn.Module, example: InputSet, check: InputSet | None) -> 
         except ExportqError:
             raise
         except Exception as exc:
+            if is_out_of_memory(exc):
+                raise  # the run reports it as out_of_memory, with the GPU's peak
             raise TraceFailed(
                 f"torch.jit.trace failed: {type(exc).__name__}: {_head(exc)}",
                 stage=STAGE,
