@@ -5,6 +5,13 @@ from __future__ import annotations
 from exportq.report import Comparison, ExportReport
 
 
+def worst_error(report: ExportReport | None, step: str) -> str:
+    """The worst relative error of `step` against eager, for one-line tables."""
+    result = report.step(step) if report else None
+    row = result.worst() if result else None
+    return "-" if row is None else f"{row.max_rel:.1e}"
+
+
 def _size(n: int) -> str:
     for unit in ("B", "KiB", "MiB", "GiB"):
         if n < 1024 or unit == "GiB":

@@ -254,6 +254,17 @@ class SampleInfo:
     description: str
     kwargs: dict[str, object] = field(default_factory=dict)
 
+    def spec(self, **extra: object) -> dict[str, object]:
+        """A job spec (as JSON) exporting this sample with its inputs; `extra` adds fields."""
+        return {
+            "model": {"kind": "callable", "target": self.target, "kwargs": dict(self.kwargs)},
+            "inputs": [
+                {"name": f"in{i}", "shape": shape, "dtype": dtype}
+                for i, (shape, dtype) in enumerate(self.inputs)
+            ],
+            **extra,
+        }
+
     def build(self) -> nn.Module:
         factory: Callable[..., nn.Module] = globals()[self.target.rpartition(":")[2]]
         return factory(**self.kwargs)

@@ -16,22 +16,11 @@ from exportq.api_models import JobView
 from exportq.client import ExportqClient
 from exportq.localfleet import LocalFleet
 from exportq.processes import free_port, managed_processes
+from exportq.render import worst_error
 from exportq.samples import SAMPLES
 
 ROOT = Path(__file__).resolve().parents[1]
 VAR = ROOT / "var" / "demo"
-
-
-def sample_spec(name: str) -> dict[str, object]:
-    info = SAMPLES[name]
-    return {
-        "model": {"kind": "callable", "target": info.target},
-        "inputs": [
-            {"name": f"in{i}", "shape": shape, "dtype": dtype}
-            for i, (shape, dtype) in enumerate(info.inputs)
-        ],
-        "labels": {"demo": name},
-    }
 
 
 def follow(client: ExportqClient, jobs: dict[str, str], started: float) -> dict[str, JobView]:
@@ -51,12 +40,6 @@ def follow(client: ExportqClient, jobs: dict[str, str], started: float) -> dict[
     return views
 
 
-def worst(view: JobView, step: str) -> str:
-    result = view.report.step(step) if view.report else None
-    row = result.worst() if result else None
-    return "-" if row is None else f"{row.max_rel:.1e}"
-
-
 def table(views: dict[str, JobView]) -> None:
     header = (
         f"{'model':<20}{'status':<11}{'torchscript':>12}{'pnnx':>9}{'ncnn':>9}"
@@ -68,8 +51,8 @@ def table(views: dict[str, JobView]) -> None:
         status = view.status if view.error is None else view.error.code
         took = (view.finished_at - view.created_at).total_seconds() if view.finished_at else 0.0
         print(
-            f"{name:<20}{status:<11}{worst(view, 'torchscript'):>12}{worst(view, 'pnnx'):>9}"
-            f"{worst(view, 'ncnn'):>9}{_mib(sizes.get('ncnn_bin')):>11}"
+            f"{name:<20}{status:<11}{worst_error(view.report, 'torchscript'):>12}{worst_error(view.report, 'pnnx'):>9}"
+            f"{worst_error(view.report, 'ncnn'):>9}{_mib(sizes.get('ncnn_bin')):>11}"
             f"{_mib(sizes.get('torchscript')):>11}{took:>7.1f}s"
         )
     print("\nerrors: worst max relative error against eager, per step (ncnn with fp16 weights)")
@@ -109,7 +92,10 @@ def main() -> int:
             with fleet.client() as client:
                 # forced: the demo shows exports, not the results of an earlier run served
                 # again (the same models with the same tools would be reused at once)
-                jobs = {name: client.submit(sample_spec(name), force=True).id for name in SAMPLES}
+                jobs = {
+                    name: client.submit(SAMPLES[name].spec(labels={"demo": name}), force=True).id
+                    for name in SAMPLES
+                }
                 print(f"submitted {len(jobs)} sample models:")
                 views = follow(client, jobs, started)
                 for name, view in views.items():

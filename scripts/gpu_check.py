@@ -15,40 +15,18 @@ import sys
 import time
 from pathlib import Path
 
-from db import migrate, tokens
-from db.session import make_engine, make_session_factory, unit_of_work
+from db import migrate
 from exportq.api_models import JobView, WorkerView
 from exportq.client import ExportqClient
 from exportq.localfleet import LocalFleet
 from exportq.processes import exportq_command, free_port, managed_processes, wait_until
+from exportq.render import worst_error
 from exportq.samples import SAMPLES
 
 ROOT = Path(__file__).resolve().parents[1]
 VAR = ROOT / "var" / "gpu-check"
 MODELS = ("resnet18", "mobilenet_v2", "transformer_encoder")
 DEADLINE_S = 300.0
-
-
-def cuda_spec(name: str) -> dict[str, object]:
-    info = SAMPLES[name]
-    return {
-        "model": {"kind": "callable", "target": info.target},
-        "inputs": [
-            {"name": f"in{i}", "shape": shape, "dtype": dtype}
-            for i, (shape, dtype) in enumerate(info.inputs)
-        ],
-        "device": "cuda",
-        "labels": {"gpu-check": name},
-    }
-
-
-def make_token(database_url: str) -> str:
-    engine = make_engine(database_url)
-    try:
-        with unit_of_work(make_session_factory(engine)) as session:
-            return tokens.create_token(session, "gpu-check", "gpu-check", admin=True)[1]
-    finally:
-        engine.dispose()
 
 
 def cuda_workers(client: ExportqClient) -> list[WorkerView]:
@@ -58,12 +36,6 @@ def cuda_workers(client: ExportqClient) -> list[WorkerView]:
 def ended(client: ExportqClient, jobs: dict[str, str]) -> dict[str, JobView] | None:
     views = {name: client.get_job(job_id) for name, job_id in jobs.items()}
     return views if all(v.terminal for v in views.values()) else None
-
-
-def worst(view: JobView, step: str) -> str:
-    result = view.report.step(step) if view.report else None
-    row = result.worst() if result else None
-    return "-" if row is None else f"{row.max_rel:.1e}"
 
 
 def table(views: dict[str, JobView]) -> None:
@@ -77,8 +49,8 @@ def table(views: dict[str, JobView]) -> None:
         gpu = view.report.gpu if view.report else None
         took = (view.finished_at - view.created_at).total_seconds() if view.finished_at else 0.0
         print(
-            f"{name:<21}{status:<15}{worst(view, 'torchscript'):>12}{worst(view, 'pnnx'):>9}"
-            f"{worst(view, 'ncnn'):>9}  {(gpu.name if gpu else '-')[:27]:<28}"
+            f"{name:<21}{status:<15}{worst_error(view.report, 'torchscript'):>12}{worst_error(view.report, 'pnnx'):>9}"
+            f"{worst_error(view.report, 'ncnn'):>9}  {(gpu.name if gpu else '-')[:27]:<28}"
             f"{(f'{gpu.peak_memory_gb:.3f}' if gpu else '-'):>9}{took:>7.1f}s"
         )
     print(
@@ -102,7 +74,6 @@ def main() -> int:
         "EXPORTQ_DATABASE_URL": database_url,
         "EXPORTQ_ARTIFACTS_URL": str(VAR / "artifacts"),
         "EXPORTQ_WORK_DIR": str(VAR / "work"),
-        "EXPORTQ_TOKEN": make_token(database_url),
     }
     print(f"logs of every process: {VAR / 'logs'}/")
     with managed_processes(VAR / "logs") as processes:
@@ -115,7 +86,12 @@ def main() -> int:
             )
             for w in workers:
                 print(f"worker {w.name}: {w.capabilities.get('gpu')}, queues {len(w.queues)}")
-            jobs = {name: client.submit(cuda_spec(name)).id for name in MODELS}
+            jobs = {
+                name: client.submit(
+                    SAMPLES[name].spec(device="cuda", labels={"gpu-check": name})
+                ).id
+                for name in MODELS
+            }
             print(f"submitted {', '.join(MODELS)} with device cuda")
             views = wait_until(
                 lambda: ended(client, jobs),

@@ -59,15 +59,7 @@ def bare_export(name: str, workdir: Path) -> float:
 
 def full_export(name: str, workdir: Path, stages: list[dict[str, float]]) -> float:
     info = samples.SAMPLES[name]
-    spec = JobSpec.model_validate(
-        {
-            "model": {"kind": "callable", "target": info.target},
-            "inputs": [
-                {"name": f"in{i}", "shape": shape, "dtype": dtype}
-                for i, (shape, dtype) in enumerate(info.inputs)
-            ],
-        }
-    )
+    spec = JobSpec.model_validate(info.spec())
     start = time.perf_counter()
     report = run_export(spec, workdir)
     elapsed = time.perf_counter() - start

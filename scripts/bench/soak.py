@@ -23,7 +23,6 @@ import signal
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +33,6 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from db import dispatch as outbox  # noqa: E402
-from db import migrate  # noqa: E402
 from db import repository as repo  # noqa: E402
 from db.models import Artifact, Job  # noqa: E402
 from db.session import make_engine, make_session_factory, unit_of_work  # noqa: E402
@@ -48,10 +46,8 @@ from exportq.processes import (  # noqa: E402
 )
 from exportq.spec import JobSpec  # noqa: E402
 from exportq.storage import LocalArtifactStore, digest_of_file  # noqa: E402
+from tests.services import temporary_database  # noqa: E402
 
-PG_ADMIN_URL = os.environ.get(
-    "EXPORTQ_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-)
 SPEC = {
     "model": {"kind": "callable", "target": "tests.models.zoo:cnn_bn"},
     "inputs": [{"name": "x", "shape": [1, 3, 16, 16]}],
@@ -140,22 +136,6 @@ def _children(pid: int) -> list[int]:
     return found
 
 
-@contextlib.contextmanager
-def database() -> Any:
-    admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT", poolclass=sa.NullPool)
-    name = f"exportq_soak_{uuid.uuid4().hex[:10]}"
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f'CREATE DATABASE "{name}" TEMPLATE template0')
-    url = sa.make_url(PG_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
-    try:
-        migrate.upgrade(url)
-        yield url
-    finally:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.dispose()
-
-
 def audit(sessions: Any, store: LocalArtifactStore, job_ids: list[str]) -> dict[str, Any]:
     with unit_of_work(sessions) as s:
         jobs = {j.id: j for j in s.scalars(sa.select(Job).where(Job.id.in_(job_ids)))}
@@ -197,7 +177,10 @@ def main() -> int:
 
     folder = Path(tempfile.mkdtemp(prefix="exportq-soak-"))
     started = time.monotonic()
-    with database() as url, managed_processes(folder / "processes") as processes:
+    with (
+        temporary_database("exportq_soak") as url,
+        managed_processes(folder / "processes") as processes,
+    ):
         soak = Soak(args, processes, folder)
         soak.start_redis()
         soak.env = {

@@ -11,15 +11,12 @@ own, bounded waits.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
 import pytest
-import sqlalchemy as sa
 
 from exportq.processes import (  # noqa: F401 - re-exported for the tests
     ManagedProcess,
@@ -30,13 +27,9 @@ from exportq.processes import (  # noqa: F401 - re-exported for the tests
     managed_processes,
 )
 from exportq.processes import wait_until as _wait_until
+from tests.services import claimed_redis_db, temporary_database
 
 ROOT = Path(__file__).resolve().parents[2]
-PG_ADMIN_URL = os.environ.get(
-    "EXPORTQ_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-)
-REDIS_HOST_URL = os.environ.get("EXPORTQ_TEST_REDIS_URL", "redis://127.0.0.1:6379")
-REDIS_CLAIM_KEY = "exportq:test:claim"  # the same claim as tests/integration/conftest.py
 TEST_ALLOWED_MODULES = "exportq.samples,tests.models"
 
 T = TypeVar("T")
@@ -76,51 +69,6 @@ def process_env(**overrides: str) -> dict[str, str]:
     return env
 
 
-@contextlib.contextmanager
-def e2e_database() -> Iterator[str]:
-    """A PostgreSQL database of its own, migrated to head; dropped afterwards."""
-    from db import migrate
-
-    admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT", poolclass=sa.NullPool)
-    name = f"exportq_e2e_{uuid.uuid4().hex[:12]}"
-    try:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'CREATE DATABASE "{name}" TEMPLATE template0')
-    except sa.exc.OperationalError as exc:
-        admin.dispose()
-        pytest.fail(f"PostgreSQL is unreachable (EXPORTQ_TEST_PG_URL): {exc}", pytrace=False)
-    url = sa.make_url(PG_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
-    try:
-        migrate.upgrade(url)
-        yield url
-    finally:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.dispose()
-
-
-@contextlib.contextmanager
-def e2e_redis_url() -> Iterator[str]:
-    """An empty Redis database of 1..15 (never 0), claimed with a key so concurrent test runs
-    never share it; flushed afterwards."""
-    import redis
-
-    token = uuid.uuid4().hex
-    for n in range(1, 16):
-        url = f"{REDIS_HOST_URL}/{n}"
-        client = redis.Redis.from_url(url)
-        try:
-            if client.dbsize() == 0 and client.set(REDIS_CLAIM_KEY, token, nx=True, ex=900):
-                break
-        except redis.ConnectionError as exc:
-            client.close()
-            pytest.fail(f"Redis is unreachable at {REDIS_HOST_URL}: {exc}", pytrace=False)
-        client.close()
-    else:
-        pytest.fail("no empty Redis database among 1..15 to run the test in", pytrace=False)
-    try:
-        yield url
-    finally:
-        if client.get(REDIS_CLAIM_KEY) == token.encode():
-            client.flushdb()
-        client.close()
+# Module-scoped fleets use these as context managers.
+e2e_database = temporary_database
+e2e_redis_url = claimed_redis_db

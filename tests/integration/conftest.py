@@ -8,7 +8,6 @@ SQLite: a migrated file is copied per test. `db_url` runs a test on both backend
 
 from __future__ import annotations
 
-import os
 import shutil
 import uuid
 from collections.abc import Iterator
@@ -23,13 +22,11 @@ from sqlalchemy.orm import Session, sessionmaker
 from db import migrate
 from db.session import make_engine, make_session_factory
 from exportq.settings import Settings
+from tests.services import PG_ADMIN_URL, claimed_redis_db
 
 if TYPE_CHECKING:
     from fastapi.testclient import TestClient
 
-PG_ADMIN_URL = os.environ.get(
-    "EXPORTQ_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-)
 BACKENDS = ["sqlite", "postgresql"]
 
 
@@ -147,35 +144,12 @@ def factory(engine: Engine) -> sessionmaker[Session]:
 
 # -- the API on real PostgreSQL and Redis ---------------------------------------------------
 
-REDIS_HOST_URL = os.environ.get("EXPORTQ_TEST_REDIS_URL", "redis://127.0.0.1:6379")
-REDIS_CLAIM_KEY = "exportq:test:claim"
-
 
 @pytest.fixture
 def redis_url() -> Iterator[str]:
-    """A Redis database of this test's own: the first empty one of 1..15 (never 0), claimed
-    with a key so that concurrent test runs do not share it, and flushed afterwards."""
-    import redis
-
-    token = uuid.uuid4().hex
-    for n in range(1, 16):
-        url = f"{REDIS_HOST_URL}/{n}"
-        client = redis.Redis.from_url(url)
-        try:
-            if client.dbsize() == 0 and client.set(REDIS_CLAIM_KEY, token, nx=True, ex=600):
-                break
-        except redis.ConnectionError as exc:
-            client.close()
-            pytest.fail(f"Redis is unreachable at {REDIS_HOST_URL}: {exc}", pytrace=False)
-        client.close()
-    else:
-        pytest.fail("no empty Redis database among 1..15 to run the test in", pytrace=False)
-    try:
+    """A Redis database of this test's own (see tests/services.py)."""
+    with claimed_redis_db(ttl_s=600) as url:
         yield url
-    finally:
-        if client.get(REDIS_CLAIM_KEY) == token.encode():
-            client.flushdb()
-        client.close()
 
 
 @pytest.fixture

@@ -13,18 +13,8 @@ from tests.models.zoo import ZOO
 from workers.export import run_export
 
 
-def sample_spec(name: str, **overrides: object) -> JobSpec:
-    info = SAMPLES[name]
-    raw = {
-        "model": {"kind": "callable", "target": info.target},
-        "inputs": [
-            {"name": f"in{i}", "shape": shape, "dtype": dtype}
-            for i, (shape, dtype) in enumerate(info.inputs)
-        ],
-        "validate": {"trials": 1},
-        **overrides,
-    }
-    return JobSpec.model_validate(raw)
+def sample_spec(name: str) -> JobSpec:
+    return JobSpec.model_validate(SAMPLES[name].spec(validate={"trials": 1}))
 
 
 @pytest.mark.parametrize("name", sorted(SAMPLES))
