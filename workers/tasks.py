@@ -25,7 +25,6 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-import sqlalchemy as sa
 from celery import Celery
 from celery.exceptions import SoftTimeLimitExceeded
 from celery.utils.log import get_task_logger
@@ -69,8 +68,10 @@ def export_job(task: Any, job_id: str) -> dict[str, Any]:
     Returns a small summary; the job row is the result."""
     settings = settings_of(task.app)
     worker = task.request.hostname or socket.gethostname()
-    # No pool: a few short transactions per job, and nothing shared across a fork.
-    engine = make_engine(settings.database_url, poolclass=sa.NullPool)
+    # An engine per job, made in the process that runs it (nothing shared across a fork) and
+    # disposed after: its small pool serves the job's dozen transactions (stages, the lease
+    # heartbeat, the outcome) without a new connection for each.
+    engine = make_engine(settings.database_url, pool_size=2, max_overflow=2)
     try:
         with StopSignal() as stop:
             run = _JobRun(task, settings, make_session_factory(engine), job_id, worker, stop)
