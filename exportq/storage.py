@@ -47,6 +47,34 @@ def hex_of(digest: str) -> str:
     return hexpart
 
 
+def spool(
+    chunks: Iterable[bytes], max_bytes: int | None, folder: Path | None, *, durable: bool
+) -> tuple[Path, StoredObject]:
+    """Write a stream to a new temporary file in `folder`, hashing it as it comes, so that its
+    content address is known before anything is published under it. Over `max_bytes` it raises
+    PayloadTooLarge and leaves nothing behind; `durable` syncs the file to disk. The caller
+    owns the file."""
+    h = hashlib.sha256()
+    size = 0
+    fd, name = tempfile.mkstemp(prefix="exportq-", dir=folder)
+    tmp = Path(name)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            for chunk in chunks:
+                size += len(chunk)
+                if max_bytes is not None and size > max_bytes:
+                    raise PayloadTooLarge(f"upload is larger than the limit of {max_bytes:,} bytes")
+                h.update(chunk)
+                out.write(chunk)
+            if durable:
+                out.flush()
+                os.fsync(out.fileno())
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return tmp, StoredObject(PREFIX + h.hexdigest(), size)
+
+
 class ArtifactStore(Protocol):
     def put_file(self, path: Path) -> StoredObject: ...
 
@@ -78,30 +106,15 @@ class LocalArtifactStore:
             return self.put_stream(iter(lambda: f.read(CHUNK), b""))
 
     def put_stream(self, chunks: Iterable[bytes], max_bytes: int | None = None) -> StoredObject:
-        h = hashlib.sha256()
-        size = 0
-        fd, tmp_name = tempfile.mkstemp(dir=self._tmp)
-        tmp = Path(tmp_name)
+        tmp, obj = spool(chunks, max_bytes, self._tmp, durable=True)
         try:
-            with os.fdopen(fd, "wb") as out:
-                for chunk in chunks:
-                    size += len(chunk)
-                    if max_bytes is not None and size > max_bytes:
-                        raise PayloadTooLarge(
-                            f"upload is larger than the limit of {max_bytes:,} bytes"
-                        )
-                    h.update(chunk)
-                    out.write(chunk)
-                out.flush()
-                os.fsync(out.fileno())
-            digest = PREFIX + h.hexdigest()
-            final = self._path(digest)
+            final = self._path(obj.digest)
             if final.exists():
                 tmp.unlink()
             else:
                 final.parent.mkdir(parents=True, exist_ok=True)
                 os.replace(tmp, final)
-            return StoredObject(digest, size)
+            return obj
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise

@@ -15,16 +15,14 @@ boto3 (`pip install 'exportq[s3]'`). Credentials and region come from the standa
 
 from __future__ import annotations
 
-import hashlib
 import os
-import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from exportq.errors import BlobMissing, PayloadTooLarge, ServiceUnavailable
-from exportq.storage import CHUNK, PREFIX, StoredObject, digest_of_file, hex_of
+from exportq.errors import BlobMissing, ServiceUnavailable
+from exportq.storage import CHUNK, StoredObject, digest_of_file, hex_of, spool
 
 # boto3's own defaults: S3 parts are at least 5 MiB, and 10,000 parts of 8 MiB cover 80 GB,
 # far above the upload limit.
@@ -138,23 +136,11 @@ class S3ArtifactStore:
         return StoredObject(digest, path.stat().st_size)
 
     def put_stream(self, chunks: Iterable[bytes], max_bytes: int | None = None) -> StoredObject:
-        h = hashlib.sha256()
-        size = 0
-        fd, tmp_name = tempfile.mkstemp(prefix="exportq-s3-", dir=self.tmp_dir)
-        tmp = Path(tmp_name)
+        # Spooled to a local file first: the key is the digest, known only at the end.
+        tmp, obj = spool(chunks, max_bytes, self.tmp_dir, durable=False)
         try:
-            with os.fdopen(fd, "wb") as out:
-                for chunk in chunks:
-                    size += len(chunk)
-                    if max_bytes is not None and size > max_bytes:
-                        raise PayloadTooLarge(
-                            f"upload is larger than the limit of {max_bytes:,} bytes"
-                        )
-                    h.update(chunk)
-                    out.write(chunk)
-            digest = PREFIX + h.hexdigest()
-            self._upload_if_absent(tmp, digest)
-            return StoredObject(digest, size)
+            self._upload_if_absent(tmp, obj.digest)
+            return obj
         finally:
             tmp.unlink(missing_ok=True)
 
