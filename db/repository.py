@@ -14,7 +14,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, selectinload
 
 from db.hashing import spec_document, spec_hash
 from db.models import Artifact, Blob, Job, JobStatus, utcnow
@@ -100,7 +100,8 @@ def list_jobs(
     """Jobs newest first, `limit` at a time. `before` is the `next_cursor` of the previous page
     (a job id): the page holds the jobs created before that one."""
     limit = max(1, min(limit, MAX_PAGE))
-    stmt = sa.select(Job)
+    # Each job is shown with its artifacts: load them in one more query, not one per job.
+    stmt = sa.select(Job).options(selectinload(Job.artifacts))
     if owner is not None:
         stmt = stmt.where(Job.owner == owner)
     if status is not None:
