@@ -9,7 +9,7 @@ job is still running under that token. A duplicate or stale delivery therefore w
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -41,17 +41,11 @@ def create_job(
     spec: JobSpec,
     owner: str,
     queue: str,
-    *,
-    idempotency_key: str | None = None,
 ) -> Job:
-    """A new queued job, or the owner's existing job with the same idempotency key."""
-    if idempotency_key is not None:
-        existing = find_by_idempotency_key(session, owner, idempotency_key)
-        if existing is not None:
-            return existing
+    """A new queued job. An Idempotency-Key is bound afterwards, under a unique constraint
+    that settles concurrent submits (`db.submissions.bind_key`)."""
     job = Job(
         owner=owner,
-        idempotency_key=idempotency_key,
         spec=spec_document(spec),
         spec_hash=spec_hash(spec),
         device=spec.device,
@@ -67,18 +61,6 @@ def create_job(
 def find_by_idempotency_key(session: Session, owner: str, key: str) -> Job | None:
     stmt = sa.select(Job).where(Job.owner == owner, Job.idempotency_key == key)
     return session.scalars(stmt).one_or_none()
-
-
-def find_succeeded_by_hash(session: Session, spec_hash_hex: str) -> Job | None:
-    """The newest succeeded job with this spec hash (a candidate to serve instead of exporting
-    again; the caller checks the tool versions in its report)."""
-    stmt = (
-        sa.select(Job)
-        .where(Job.spec_hash == spec_hash_hex, Job.status == JobStatus.SUCCEEDED)
-        .order_by(Job.finished_at.desc(), Job.id.desc())
-        .limit(1)
-    )
-    return session.scalars(stmt).first()
 
 
 def get_job(session: Session, job_id: str, owner: str | None = None) -> Job:
@@ -113,20 +95,6 @@ def list_jobs(
     more = len(jobs) > limit
     jobs = jobs[:limit]
     return JobPage(jobs=jobs, next_cursor=jobs[-1].id if more else None)
-
-
-def stale_job_ids(
-    session: Session, status: str, updated_before: datetime, limit: int = 100
-) -> list[str]:
-    """Ids of jobs in `status` untouched since `updated_before`, oldest first: for the
-    reconciler (queued jobs Redis may have lost, running jobs whose worker went silent)."""
-    stmt = (
-        sa.select(Job.id)
-        .where(Job.status == status, Job.updated_at < updated_before)
-        .order_by(Job.updated_at, Job.id)
-        .limit(limit)
-    )
-    return list(session.scalars(stmt))
 
 
 def _older_than(session: Session, cursor: str) -> sa.ColumnElement[bool]:
@@ -249,20 +217,6 @@ def cancel_job(
     if stage is not None:
         values["stage"] = stage
     return _fenced_update(session, job_id, token, **values)
-
-
-def requeue_job(session: Session, job_id: str) -> bool:
-    """Put a running job back in the queue (its worker was lost): the next claim gets a new
-    token, so the lost worker's late writes are fenced. False when the job is not running."""
-    return _update_where(
-        session,
-        job_id,
-        Job.status == JobStatus.RUNNING,
-        status=JobStatus.QUEUED,
-        worker=None,
-        stage=None,
-        started_at=None,
-    )
 
 
 def _fenced_update(session: Session, job_id: str, token: int, **values: Any) -> bool:

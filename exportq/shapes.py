@@ -15,7 +15,3 @@ def parse_shape(text: str) -> tuple[list[int], str | None]:
             f"cannot read shape {text!r}: write dimensions separated by 'x', e.g. 1x3x224x224"
         ) from None
     return dims, (dtype or None)
-
-
-def format_shape(dims: list[int]) -> str:
-    return "x".join(str(d) for d in dims)

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import threading
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from db import leases, submissions
 from db import repository as repo
 from db.hashing import spec_hash
 from db.models import Artifact, Job
@@ -35,6 +36,12 @@ def make_spec(**overrides: object) -> JobSpec:
 def submit(factory: Factory, owner: str = "alice", queue: str = "cpu", **spec: object) -> str:
     with unit_of_work(factory) as s:
         return repo.create_job(s, make_spec(**spec), owner, queue).id
+
+
+def expire_lease(factory: Factory, job_id: str) -> None:
+    long_ago = datetime(2000, 1, 1, tzinfo=UTC)
+    with unit_of_work(factory) as s:
+        s.execute(sa.update(Job).where(Job.id == job_id).values(lease_expires_at=long_ago))
 
 
 def claim(factory: Factory, job_id: str, worker: str = "w1") -> int | None:
@@ -179,29 +186,15 @@ def test_owner_isolation(factory: Factory) -> None:
     assert load(factory, job_id).status == "queued"
 
 
-def test_idempotency_key_returns_the_first_job(factory: Factory) -> None:
-    with unit_of_work(factory) as s:
-        first = repo.create_job(s, make_spec(), "alice", "cpu", idempotency_key="k1")
-    with unit_of_work(factory) as s:
-        again = repo.create_job(s, make_spec(), "alice", "cpu", idempotency_key="k1")
-        other_owner = repo.create_job(s, make_spec(), "bob", "cpu", idempotency_key="k1")
-        assert again.id == first.id
-        assert other_owner.id != first.id
-        assert repo.find_by_idempotency_key(s, "alice", "k2") is None
-
-
-def test_find_succeeded_by_hash(factory: Factory) -> None:
+def test_an_idempotency_key_finds_its_owners_job_only(factory: Factory) -> None:
     job_id = submit(factory)
     with unit_of_work(factory) as s:
-        digest = repo.get_job(s, job_id).spec_hash
-        assert repo.find_succeeded_by_hash(s, digest) is None
-    token = claim(factory, job_id)
-    assert token is not None
+        submissions.bind_key(s, repo.get_job(s, job_id), "k1", "request-hash")
     with unit_of_work(factory) as s:
-        repo.finish_job(s, job_id, token, ok_report(), [])
-    with unit_of_work(factory) as s:
-        found = repo.find_succeeded_by_hash(s, digest)
+        found = repo.find_by_idempotency_key(s, "alice", "k1")
         assert found is not None and found.id == job_id
+        assert repo.find_by_idempotency_key(s, "bob", "k1") is None
+        assert repo.find_by_idempotency_key(s, "alice", "k2") is None
 
 
 # -- claims and fencing -------------------------------------------------------------------
@@ -219,9 +212,10 @@ def test_second_claim_gets_nothing(factory: Factory) -> None:
 def test_stale_token_writes_nothing(factory: Factory) -> None:
     job_id = submit(factory)
     old = claim(factory, job_id, "lost-worker")
+    expire_lease(factory, job_id)  # the worker went silent: the job is recovered, requeued
     with unit_of_work(factory) as s:
-        assert repo.requeue_job(s, job_id)
-        assert not repo.requeue_job(s, job_id)  # queued now, not running
+        assert leases.recover(s, job_id, 3, dispatch=False) is leases.Recovery.REQUEUED
+        assert leases.recover(s, job_id, 3, dispatch=False) is leases.Recovery.NONE
     new = claim(factory, job_id, "w2")
     assert (old, new) == (1, 2)
     with unit_of_work(factory) as s:
@@ -372,19 +366,6 @@ def test_list_filters_and_pages_newest_first(factory: Factory) -> None:
         assert repo.list_jobs(s, owner="carol").jobs == []
         with pytest.raises(NotFound):
             repo.list_jobs(s, before="missing")
-
-
-def test_stale_job_ids_for_the_reconciler(factory: Factory) -> None:
-    old, fresh, running = submit(factory), submit(factory), submit(factory)
-    claim(factory, running)
-    long_ago = datetime(2000, 1, 1, tzinfo=UTC)
-    with unit_of_work(factory) as s:
-        s.execute(sa.update(Job).where(Job.id.in_([old, running])).values(updated_at=long_ago))
-    cutoff = datetime(2001, 1, 1, tzinfo=UTC)
-    with unit_of_work(factory) as s:
-        assert repo.stale_job_ids(s, "queued", cutoff) == [old]
-        assert repo.stale_job_ids(s, "running", cutoff) == [running]
-        assert fresh in repo.stale_job_ids(s, "queued", datetime.now(UTC) + timedelta(days=1))
 
 
 # -- blobs, artifacts, transactions -------------------------------------------------------------
