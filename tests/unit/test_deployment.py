@@ -441,3 +441,27 @@ def test_healthcheck_worker_matches_this_host_only(healthcheck: ModuleType) -> N
     assert not healthcheck.answered(replies, "e5f6")
     assert not healthcheck.answered(replies, "b2")
     assert not healthcheck.answered([], "a1b2")
+
+
+def test_image_requirements_are_the_extras_in_pyproject() -> None:
+    import subprocess
+    import sys
+
+    def listed(*extras: str) -> list[str]:
+        out = subprocess.run(
+            [sys.executable, str(ROOT / "docker" / "requirements.py"), *extras],
+            cwd=ROOT,
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        ).stdout
+        return out.split()
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    extras = project["optional-dependencies"]
+    assert listed("server") == project["dependencies"] + extras["server"]
+    assert (
+        listed("worker", "server") == project["dependencies"] + extras["worker"] + extras["server"]
+    )
+    assert not any(r.startswith("torch") for r in listed("server"))
