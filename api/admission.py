@@ -18,7 +18,6 @@ constraint: one inserts, the others read its job and answer as a replay.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -27,11 +26,9 @@ from sqlalchemy.orm import Session
 from db import repository, submissions
 from db.hashing import spec_hash
 from db.models import Job
+from exportq.api_models import WorkerView
 from exportq.errors import IdempotencyConflict, InternalError
-from exportq.fleet import FleetRegistry
 from exportq.spec import JobSpec
-
-log = logging.getLogger("exportq.api")
 
 
 @dataclass
@@ -51,13 +48,9 @@ class Request:
     force: bool = False
 
 
-def serving_versions(fleet: FleetRegistry, queue: str) -> list[Mapping[str, str]]:
+def serving_versions(workers: list[WorkerView] | None, queue: str) -> list[Mapping[str, str]]:
     """The tool versions of each live worker consuming `queue`; [] when unknown (no reuse)."""
-    try:
-        return [w.versions for w in fleet.live_workers() if queue in w.queues]
-    except Exception as exc:  # no reuse is always correct; failing the submit is not needed
-        log.warning("cannot read the fleet registry to check tool versions: %s", exc)
-        return []
+    return [w.versions for w in workers or [] if queue in w.queues]
 
 
 def admit(session: Session, request: Request, versions: list[Mapping[str, str]]) -> Admission:

@@ -10,30 +10,26 @@ broker will apply. The refusal says what the job asks for and what the live flee
 
 from __future__ import annotations
 
-import logging
 from collections import Counter
 from typing import Any
 
 from exportq.api_models import WorkerView
 from exportq.errors import NoCapableWorker
-from exportq.fleet import FleetRegistry
 from exportq.settings import Settings
 from exportq.spec import JobSpec
 from exportq.tiers import GpuInfo
 
-log = logging.getLogger("exportq.api")
-
 
 def require_capable_worker(
-    fleet: FleetRegistry, spec: JobSpec, queue: str, settings: Settings, queue_anyway: bool
+    workers: list[WorkerView] | None,
+    spec: JobSpec,
+    queue: str,
+    settings: Settings,
+    queue_anyway: bool,
 ) -> None:
-    """Raise NoCapableWorker when no live worker consumes `queue` and the job may not wait."""
-    if queue_anyway or settings.admission == "queue":
-        return
-    try:
-        workers = fleet.live_workers()
-    except Exception as exc:  # the registry is in the broker's Redis: the send will tell
-        log.warning("cannot read the fleet registry to admit a job: %s", exc)
+    """Raise NoCapableWorker when no live worker consumes `queue` and the job may not wait.
+    `workers` None (the registry could not be read) admits: the send will tell."""
+    if queue_anyway or settings.admission == "queue" or workers is None:
         return
     if any(queue in w.queues for w in workers):
         return

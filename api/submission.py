@@ -11,6 +11,7 @@ from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
 from db import repository
+from exportq.api_models import WorkerView
 from exportq.errors import BlobMissing, ModuleNotAllowed, ServiceUnavailable, SpecInvalid
 from exportq.fleet import FleetRegistry
 from exportq.settings import Settings
@@ -47,14 +48,20 @@ def check_blobs_present(session: Session, spec: JobSpec) -> None:
         )
 
 
-def fleet_notices(fleet: FleetRegistry, queue: str) -> list[str]:
-    """A notice when no live worker consumes `queue`: the job is accepted but waits."""
+def read_live_workers(fleet: FleetRegistry) -> list[WorkerView] | None:
+    """The live fleet, read once per submit for admission, reuse and notices; None when the
+    registry (in the broker's Redis) cannot be read: then nothing is refused, reused or
+    noticed on a guess, and the send (or the outbox) decides."""
     try:
-        workers = fleet.live_workers()
-    except Exception as exc:  # the job is queued already; a notice is not worth a failure
-        log.warning("cannot read the fleet registry for notices: %s", exc)
-        return []
-    if any(queue in w.queues for w in workers):
+        return fleet.live_workers()
+    except Exception as exc:
+        log.warning("cannot read the fleet registry: %s", exc)
+        return None
+
+
+def fleet_notices(workers: list[WorkerView] | None, queue: str) -> list[str]:
+    """A notice when no live worker consumes `queue`: the job is accepted but waits."""
+    if workers is None or any(queue in w.queues for w in workers):
         return []
     return [f"no live worker consumes queue {queue!r}; the job waits until one joins"]
 

@@ -35,6 +35,7 @@ from api.submission import (
     check_module_allowed,
     fleet_notices,
     parse_spec,
+    read_live_workers,
     revoke_failed_notice,
 )
 from api.views import job_view
@@ -84,7 +85,8 @@ def submit_job(
     spec = parse_spec(raw, settings)
     check_module_allowed(spec, settings)
     queue = queue_for(spec)
-    versions = [] if force else serving_versions(fleet, queue)
+    workers = read_live_workers(fleet)
+    versions = [] if force else serving_versions(workers, queue)
     request = AdmissionRequest(spec, owner, queue, idempotency_key=idempotency_key, force=force)
     with unit_of_work(sessions) as session:
         check_blobs_present(session, spec)
@@ -92,7 +94,7 @@ def submit_job(
         if admission.created and admission.dispatch:
             # A new job must have a live worker to go to, or be allowed to wait for one:
             # refusing here rolls the job back (api/fleet_admission.py).
-            require_capable_worker(fleet, spec, queue, settings, queue_anyway)
+            require_capable_worker(workers, spec, queue, settings, queue_anyway)
             # the message, in the job's own transaction
             outbox.add_dispatch(session, admission.job)
         view = job_view(admission.job, admission.notices)
@@ -105,7 +107,7 @@ def submit_job(
         published = publish_pending(sessions, dispatcher, job_id=view.id)
         if published.error is not None:
             raise published.error
-        view.notices += fleet_notices(fleet, view.queue)
+        view.notices += fleet_notices(workers, view.queue)
     return view
 
 

@@ -13,6 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from api.fleet_admission import require_capable_worker
+from api.submission import read_live_workers
 from exportq.api_models import WorkerView
 from exportq.cli import cli
 from exportq.client import ExportqClient
@@ -140,7 +141,7 @@ class BrokenRedis(FakeRedis):
 
 def test_policy_and_an_unreadable_registry_admit() -> None:
     spec = JobSpec.model_validate(doc(device="cuda"))
-    empty = FleetRegistry(FakeRedis())
+    empty = read_live_workers(FleetRegistry(FakeRedis()))
     refuse, queue = Settings(admission="refuse"), Settings(admission="queue")
     with pytest.raises(NoCapableWorker):
         require_capable_worker(empty, spec, "cuda", refuse, queue_anyway=False)
@@ -148,4 +149,6 @@ def test_policy_and_an_unreadable_registry_admit() -> None:
     require_capable_worker(empty, spec, "cuda", queue, queue_anyway=False)
     # The registry lives in the broker's Redis: when it cannot be read the job is admitted and
     # the send (or the outbox) decides, rather than refusing on a guess.
-    require_capable_worker(FleetRegistry(BrokenRedis()), spec, "cuda", refuse, False)
+    unreadable = read_live_workers(FleetRegistry(BrokenRedis()))
+    assert unreadable is None
+    require_capable_worker(unreadable, spec, "cuda", refuse, False)
